@@ -1,0 +1,165 @@
+"""Video reading and writing through PyAV, with errors that say what is wrong with a file.
+
+Every component that touches a video file (the processor, the datasets, the data pipeline,
+FaceSynth) goes through ``probe``, ``read_frames`` and ``write_video`` here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class VideoDecodeError(ValueError):
+    """A video file that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    num_frames: int  # counted by decoding when the container does not say
+    fps: float
+    width: int
+    height: int
+
+
+def _open(path: str | os.PathLike):
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise VideoDecodeError(f"{p}: no such file")
+    if p.is_dir():
+        raise VideoDecodeError(f"{p}: is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoDecodeError(f"{p}: empty file (0 bytes)")
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoDecodeError(f"{p}: not a readable video container ({type(e).__name__}: {e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{p}: the file has no video stream")
+    return container
+
+
+def _decode_all(path: str | os.PathLike, keep: set[int] | None) -> tuple[dict[int, np.ndarray], int]:
+    """Decode frames in order; keep those whose index is in ``keep`` (all when None)."""
+    import av
+
+    container = _open(path)
+    frames: dict[int, np.ndarray] = {}
+    n = 0
+    last = max(keep) if keep else None
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if keep is None or n in keep:
+                frames[n] = frame.to_ndarray(format="rgb24")
+            n += 1
+            if last is not None and n > last:
+                break
+    except av.error.FFmpegError as e:
+        if n == 0:
+            raise VideoDecodeError(f"{path}: decoding failed before the first frame ({e})") from e
+        # A truncated file: keep what decoded, the caller checks it got the frames it asked for.
+    finally:
+        container.close()
+    return frames, n
+
+
+def probe(path: str | os.PathLike, count: bool = False) -> VideoInfo:
+    """Frame count, fps and size. ``count=True`` decodes the whole file to count frames exactly."""
+    container = _open(path)
+    try:
+        s = container.streams.video[0]
+        fps = float(s.average_rate or s.base_rate or 0) or 25.0
+        n, w, h = int(s.frames or 0), int(s.codec_context.width or 0), int(s.codec_context.height or 0)
+    finally:
+        container.close()
+    if count or n <= 0:
+        _, n = _decode_all(path, keep=set())
+    if n <= 0:
+        raise VideoDecodeError(f"{path}: the video has no decodable frames")
+    return VideoInfo(str(path), n, fps, w, h)
+
+
+def sample_indices(num_frames: int, k: int, start: int = 0, end: int | None = None) -> list[int]:
+    """``k`` frame indices spread uniformly over ``[start, end)`` (the centre of each of k segments)."""
+    end = num_frames if end is None else min(end, num_frames)
+    span = end - start
+    if span <= 0:
+        raise ValueError(f"empty frame range [{start}, {end})")
+    if k <= 0:
+        raise ValueError(f"need k >= 1 frames, got {k}")
+    return [start + min(span - 1, int((i + 0.5) * span / k)) for i in range(k)]
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """Decode the frames at ``indices`` (repeats allowed) as RGB uint8, shape (len(indices), H, W, 3)."""
+    if len(indices) == 0:
+        raise ValueError("no frame indices given")
+    wanted = set(int(i) for i in indices)
+    frames, n = _decode_all(path, keep=wanted)
+    missing = sorted(wanted - frames.keys())
+    if missing:
+        raise VideoDecodeError(
+            f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be decoded "
+            f"(the file gave {n} frames; truncated or shorter than its header says)"
+        )
+    return np.stack([frames[int(i)] for i in indices])
+
+
+def read_all_frames(path: str | os.PathLike) -> np.ndarray:
+    frames, n = _decode_all(path, keep=None)
+    if n == 0:
+        raise VideoDecodeError(f"{path}: the video has no decodable frames")
+    return np.stack([frames[i] for i in range(n)])
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray] | np.ndarray, fps: float = 12.0,
+                crf: int = 20) -> Path:
+    """Write RGB uint8 frames (H, W, 3) as an H.264 mp4 (even sizes are padded by edge repeat).
+
+    The file is written to a temporary name and renamed, so a crash never leaves a half-written clip.
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    container = av.open(str(tmp), mode="w")
+    stream = None
+    try:
+        for frame in frames:
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+            h, w = frame.shape[:2]
+            if h % 2 or w % 2:
+                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            if stream is None:
+                from fractions import Fraction
+
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+                stream.width, stream.height = frame.shape[1], frame.shape[0]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        if stream is None:
+            raise ValueError("no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
+    except BaseException:
+        container.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    container.close()
+    os.replace(tmp, path)
+    return path
