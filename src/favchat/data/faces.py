@@ -62,7 +62,7 @@ class HaarDetector:
         rects, _, weights = self._cascade.detectMultiScale3(
             gray, self.scale_factor, self.min_neighbors, minSize=(m, m), outputRejectLevels=True
         )
-        boxes = [Box(x, y, x + w, y + h, float(s)) for (x, y, w, h), s in zip(rects, np.ravel(weights), strict=False)]
+        boxes = [Box(float(x), float(y), float(x + w), float(y + h), float(s)) for (x, y, w, h), s in zip(rects, np.ravel(weights), strict=False)]
         return sorted(boxes, key=lambda b: -b.score)
 
 
