@@ -13,6 +13,12 @@ import sys
 
 # Subcommand modules, in the order ``favchat --help`` lists them.
 COMMAND_MODULES = (
+    "favchat.train.cli",
+    "favchat.serve.chat",
+    "favchat.data.synth_cli",
+    "favchat.eval.cli",
+    "favchat.data.pipeline.cli",
+    "favchat.rl.cli",
 )
 
 
@@ -33,10 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that take config overrides (``--optim.lr 1e-4``) set ``accepts_overrides``; for the
+    # others an unknown argument is an error, as usual.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:  # libraries' per-file chatter (accelerate logs every checkpoint file it writes)
+        for name in ("accelerate", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

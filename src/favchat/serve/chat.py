@@ -1,0 +1,133 @@
+"""``favchat chat``: ask a trained checkpoint about a video, the answer streamed to the terminal.
+
+    favchat chat --model runs/demo/stage3/final --video clip.mp4 "What colour is her hair?"
+    favchat chat --model runs/demo/stage3/final --video clip.mp4          # interactive: one question a line
+
+The video is decoded and encoded by the two towers once (``ChatSession``); every later question about
+it reuses those states, so only the prompt-guided levels and the LLM run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class ChatSession:
+    """A model, its processor and one video's cached encoder states, with the conversation so far."""
+
+    def __init__(self, model_dir: str | Path, video: str | Path, frames: int | None = None, device: str | None = None,
+                 face_detector: str | None = None):
+        import torch
+
+        from favchat import FaVChatForConditionalGeneration, FaVChatProcessor
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{model_dir}: not a FaVChat checkpoint (no config.json)")
+        overrides = {"num_general_frames": frames, "num_face_frames": frames} if frames else {}
+        if face_detector:
+            overrides["face_detector"] = face_detector
+        self.processor = FaVChatProcessor.from_pretrained(model_dir, **overrides)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = FaVChatForConditionalGeneration.from_pretrained(model_dir).to(self.device).eval()
+        self.video = self.processor.load_video(video)  # raises VideoDecodeError with the reason
+        pixels = self.processor(videos=[self.video], questions=["describe"])  # only the pixel tensors are kept
+        with torch.inference_mode():
+            self.features = self.model.encode_video(pixels["general_pixel_values"].to(self.device),
+                                                    pixels["face_pixel_values"].to(self.device))
+        self.history: list[tuple[str, str]] = []
+
+    def ask(self, question: str, max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 0.7,
+            top_p: float = 0.9) -> Iterator[str]:
+        """Stream the answer's text pieces; the exchange joins the history when the answer is complete."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        batch = self.processor(videos=[self.video], questions=[question], history=[self.history])
+        inputs = {k: v.to(self.device) for k, v in batch.items()
+                  if k not in ("general_pixel_values", "face_pixel_values")}
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**inputs, video_features=self.features, max_new_tokens=max_new_tokens,
+                                        do_sample=do_sample, temperature=temperature, top_p=top_p, streamer=streamer)
+            except BaseException as e:  # surfaced in the caller's thread below
+                error.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        pieces = []
+        for piece in streamer:
+            pieces.append(piece)
+            yield piece
+        thread.join()
+        if error:
+            raise error[0]
+        self.history.append((question, "".join(pieces).strip()))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="ask a checkpoint questions about a video (streamed answers; interactive without a question)",
+        description="Answer a question about a video with a FaVChat checkpoint. Without a question, read one "
+                    "question per line from standard input; the video is encoded once for all of them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("question", nargs="?", help="the question; omit it for the interactive mode")
+    p.add_argument("--model", required=True, help="checkpoint folder (e.g. a training run's final/)")
+    p.add_argument("--video", required=True, help="video file")
+    p.add_argument("--frames", type=int, help="frames sampled per stream (default: the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--face-detector", choices=("auto", "haar", "yuface", "mediapipe"),
+                   help="crop faces for the facial stream (default: the checkpoint's setting)")
+    p.add_argument("--device", help="torch device (default: cuda when available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from favchat.data.video import VideoDecodeError
+
+    if args.frames is not None and args.frames < 1:
+        print("favchat chat: --frames must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        session = ChatSession(args.model, args.video, frames=args.frames, device=args.device,
+                              face_detector=args.face_detector)
+    except (FileNotFoundError, VideoDecodeError, ValueError) as e:
+        print(f"favchat chat: {e}", file=sys.stderr)
+        return 2
+    gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample, "temperature": args.temperature,
+           "top_p": args.top_p}
+
+    def answer(q: str) -> None:
+        for piece in session.ask(q, **gen):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    if args.question:
+        answer(args.question)
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"video: {args.video} (face stream: {session.video.face_source}); one question a line, "
+              "Ctrl-D to quit", file=sys.stderr)
+    for line in sys.stdin:
+        q = line.strip()
+        if q in ("exit", "quit"):
+            break
+        if q:
+            answer(q)
+    return 0

@@ -1,0 +1,50 @@
+"""``favchat train``: one stage of the progressive supervised training."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one stage (1: video-summary, 2: QA, 3: emotion QA) with the paper's freezing schedule",
+        description=(
+            "Train one stage of the progressive paradigm. The stage's trainable components come from the "
+            "config's schedule (DESIGN.md §2 by default). Any config key can be overridden after the known "
+            "arguments with --section.key value, e.g. --optim.lr 3e-4 --optim.max_steps 200. Runs under "
+            "`accelerate launch` for DDP, FSDP or DeepSpeed (see configs/accelerate/)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--stage", type=int, choices=(1, 2, 3), help="the stage (overrides the config's)")
+    p.add_argument("--config", required=True, help="YAML training config (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.set_defaults(func=_run, accepts_overrides=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+
+    from favchat.config_io import ConfigError, load_config
+    from favchat.train.config import TrainConfig
+
+    overrides = list(args.overrides)
+    if args.stage is not None:
+        overrides += ["--stage", str(args.stage)]
+    try:
+        cfg = load_config(TrainConfig, args.config, overrides)
+    except ConfigError as e:
+        print(f"favchat train: bad config: {e}", file=sys.stderr)
+        return 2
+
+    from favchat.data.manifest import ManifestError
+    from favchat.train.trainer import SetupError, train
+
+    try:
+        result = train(cfg, resume=args.resume)
+    except (ManifestError, SetupError) as e:
+        print(f"favchat train: {e}", file=sys.stderr)
+        return 2
+    print(f"final checkpoint: {result.final_dir}")
+    return 0

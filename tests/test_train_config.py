@@ -1,0 +1,66 @@
+"""Strict typed configs: unknown keys and wrong types stop with a message naming the dotted key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from favchat.config_io import ConfigError, load_config, parse_overrides, to_dict
+from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
+
+
+def _write(tmp_path, data) -> str:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+BASE = {"data": {"train_manifest": "m.jsonl"}}
+
+
+def test_defaults_follow_the_design_schedule(tmp_path):
+    cfg = load_config(TrainConfig, _write(tmp_path, BASE))
+    assert cfg.schedule == DEFAULT_SCHEDULE
+    assert "language_model" not in cfg.trainable and "general_qformer" not in cfg.trainable  # stage 1
+    assert not cfg.use_lora
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    cfg = load_config(TrainConfig, _write(tmp_path, BASE),
+                      ["--optim.lr", "3e-4", "--stage=3", "--init_from", "runs/s2", "--schedule.3", "[projector]"])
+    assert cfg.optim.lr == pytest.approx(3e-4) and isinstance(cfg.optim.lr, float)
+    assert cfg.stage == 3 and cfg.trainable == ["projector"] and not cfg.use_lora
+    assert to_dict(cfg)["optim"]["lr"] == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "message"),
+    [
+        ({**BASE, "optimizer": {}}, [], r"unknown config key\(s\) \['optimizer'\]"),
+        ({**BASE, "optim": {"learning_rate": 1}}, [], r"optim.learning_rate"),
+        (BASE, ["--optim.lr", "fast"], r"optim.lr: expected a number, got 'fast'"),
+        (BASE, ["--optim.max_steps", "2.5"], r"optim.max_steps: expected an integer"),
+        (BASE, ["--precision", "fp8"], r"precision: expected one of"),
+        (BASE, ["--stage", "2"], r"stage 2 starts from the stage-1 checkpoint"),
+        (BASE, ["--schedule.1", "[vision_tower]"], r"unknown components \['vision_tower'\]"),
+        ({}, [], r"data.train_manifest is required"),
+        (BASE, ["--optim.lr"], r"has no value"),
+        (BASE, ["optim.lr=1"], r"must look like --key value"),
+    ],
+)
+def test_bad_configs_fail_before_any_work(tmp_path, data, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, _write(tmp_path, data), overrides)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(TrainConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(TrainConfig, bad)
+
+
+def test_parse_overrides_reads_yaml_values():
+    assert parse_overrides(["--a.b", "true", "--a.c=[1, 2]", "--d", "null"]) == {"a": {"b": True, "c": [1, 2]}, "d": None}

@@ -1,0 +1,187 @@
+"""The three supervised stages on the tiny preset: freezing schedule, exact resume, 2-process DDP, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from favchat.config_io import load_config
+from favchat.data.manifest import ManifestError
+from favchat.data.synth.generate import SynthConfig, generate
+from favchat.train.config import TrainConfig
+from favchat.train.trainer import SetupError, train
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("facesynth")
+    return generate(SynthConfig(seed=3, min_frames=16, max_frames=16, min_size=64, max_size=64), n=12, out=out,
+                    progress=False)
+
+
+def _cfg(tmp_path: Path, manifest: Path, stage: int, name: str, **extra) -> TrainConfig:
+    overrides = {
+        "stage": stage, "output_dir": str(tmp_path / name), "seed": 0, "tensorboard": False,
+        "data": {"train_manifest": str(manifest)},
+        "optim": {"lr": 1e-2, "max_steps": 3, "batch_size": 2, "scheduler": "constant"},
+        "log_every": 1, "save_every": 100,
+    }
+    for k, v in extra.items():
+        node = overrides
+        *head, last = k.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    return load_config(TrainConfig, None, overrides)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _component(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, manifest):
+    """Run stages 1, 2, 3 in a chain; keep each stage's weights before and after."""
+    from favchat import FaVChatForConditionalGeneration
+
+    tmp = tmp_path_factory.mktemp("stages")
+    out = {}
+    init = None
+    for stage in (1, 2, 3):
+        cfg = _cfg(tmp, manifest, stage, f"stage{stage}", init_from=str(init) if init else None)
+        if init is None:
+            from favchat import FaVChatConfig
+
+            torch.manual_seed(0)
+            before = _state(FaVChatForConditionalGeneration.from_parts(FaVChatConfig.from_preset("tiny")))
+        else:
+            before = _state(FaVChatForConditionalGeneration.from_pretrained(init))
+        res = train(cfg)
+        out[stage] = (cfg, before, res)
+        init = res.final_dir
+    return out
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_each_stage_changes_exactly_its_components(stages, stage):
+    cfg, before, res = stages[stage]
+    after = _state(res.model)
+    trainable = set(cfg.trainable)
+    lora = [k for k in after if "lora_" in k]
+    assert bool(lora) == (stage == 3), "LoRA on the LLM in stage 3 only (the default)"
+    changed_comps = set()
+    for name, value in after.items():
+        if "lora_" in name:  # LoRA weights created in this stage
+            assert stage == 3
+            if "lora_B" in name:  # B starts at zero: training must move it
+                assert value.abs().sum() > 0, name
+            continue
+        same = torch.equal(before[name.replace(".base_layer", "")], value)  # peft renames wrapped weights
+        comp = _component(name)
+        if comp not in trainable or (comp == "language_model" and cfg.use_lora):
+            assert same, f"stage {stage}: frozen {name} changed"
+        elif not same:
+            changed_comps.add(comp)
+    expected = {c for c in trainable if c != "static_weights"} - ({"language_model"} if cfg.use_lora else set())
+    assert changed_comps == expected
+
+
+def test_final_checkpoint_loads_and_generates(stages, manifest):
+    from favchat import FaVChatForConditionalGeneration, FaVChatProcessor
+
+    _, _, res = stages[3]
+    model = FaVChatForConditionalGeneration.from_pretrained(res.final_dir).eval()
+    proc = FaVChatProcessor.from_pretrained(res.final_dir)
+    for k, v in _state(res.model).items():
+        assert torch.equal(model.state_dict()[k], v), k
+    video = sorted((manifest.parent / "videos").glob("*.mp4"))[0]
+    batch = proc(videos=[str(video)], questions=["What colour is the hair?"])
+    ids = model.generate(**batch, max_new_tokens=4)
+    assert ids.shape[0] == 1 and 1 <= ids.shape[1] <= 4
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest, monkeypatch):
+    import favchat.train.trainer as trainer
+
+    kw = {"optim.max_steps": 4, "save_every": 2}
+    full = train(_cfg(tmp_path, manifest, 1, "full", **kw))
+
+    original = trainer.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt("simulated crash after the first checkpoint")
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
+    cfg = _cfg(tmp_path, manifest, 1, "crashed", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(trainer, "save_checkpoint", original)
+    assert trainer.latest_checkpoint(Path(cfg.output_dir)).name == "checkpoint-0000002"
+    resumed = train(cfg, resume=True)
+    assert resumed.step == 4
+    a, b = _state(full.model), _state(resumed.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+    rows = (Path(cfg.output_dir) / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4  # header + one row per step, across the crash
+
+
+def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
+    script = tmp_path / "ddp_worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch
+        from safetensors.torch import save_file
+        from favchat.config_io import load_config
+        from favchat.train.config import TrainConfig
+        from favchat.train.trainer import train
+        cfg = load_config(TrainConfig, None, {{
+            "stage": 1, "output_dir": {str(tmp_path / "ddp")!r}, "tensorboard": False,
+            "data": {{"train_manifest": {str(manifest)!r}}},
+            "optim": {{"lr": 1e-2, "max_steps": 2, "batch_size": 2}}, "log_every": 1, "save_every": 100}})
+        res = train(cfg)
+        rank = torch.distributed.get_rank()
+        save_file({{k: v.contiguous() for k, v in res.model.state_dict().items()
+                    if k != "language_model.lm_head.weight"}}, {str(tmp_path)!r} + f"/rank{{rank}}.safetensors")
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    config = Path(__file__).parents[1] / "configs" / "accelerate" / "cpu_ddp_2proc.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           "--main_process_port", "29533", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
+
+
+def test_stage_two_without_a_stage_one_checkpoint_stops_before_training(tmp_path, manifest):
+    with pytest.raises(ValueError, match="stage 2 starts from the stage-1 checkpoint"):
+        _cfg(tmp_path, manifest, 2, "s2")
+    cfg = _cfg(tmp_path, manifest, 2, "s2", init_from=str(tmp_path / "missing"))
+    with pytest.raises(SetupError, match="not a FaVChat checkpoint"):
+        train(cfg)
+    assert not (tmp_path / "s2").exists()
+
+
+def test_manifest_naming_a_missing_video_stops_before_training(tmp_path, manifest):
+    lines = manifest.read_text().splitlines()
+    bad = manifest.parent / "bad.jsonl"  # beside the videos, which the manifest names relatively
+    bad.write_text("\n".join(lines[:2] + [lines[2].replace(".mp4", "-gone.mp4")] + lines[3:]) + "\n")
+    with pytest.raises(ManifestError, match=r"bad.jsonl:3: video: file not found"):
+        train(_cfg(tmp_path, bad, 1, "s1"))
+    assert not (tmp_path / "s1").exists()
