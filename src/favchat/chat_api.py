@@ -4,7 +4,7 @@ What it adds to the ``openai`` client:
 - an on-disk cache keyed by a hash of (model, messages, parameters): a rerun never pays twice;
 - retries with exponential backoff on timeouts, connection errors, 429 and 5xx;
 - validation of the reply text: a reply that the caller's ``parse`` rejects (raises ``ValueError``)
-  is retried like a transient error and never cached;
+  is asked again at once (the endpoint is healthy, so no backoff) and never cached;
 - a concurrency limit (``map`` runs requests on a thread pool, with a progress bar);
 - token and cost accounting.
 
@@ -176,6 +176,7 @@ class ChatClient:
                 return ChatResult(hit["text"], value, cached=True, attempts=0)
         last = "no attempt"
         for attempt in range(1, self.config.max_retries + 2):
+            rejected = False
             try:
                 resp = self._client.chat.completions.create(model=self.config.model, messages=messages, **params)
             except openai.OpenAIError as exc:
@@ -192,12 +193,12 @@ class ChatClient:
                 try:
                     value = parse(text) if parse else None
                 except ValueError as exc:
-                    last = f"rejected reply: {exc}"
+                    last, rejected = f"rejected reply: {exc}", True
                 else:
                     if self.cache is not None:
                         self.cache.put(key, {"text": text, "model": self.config.model})
                     return ChatResult(text, value, cached=False, attempts=attempt)
-            if attempt <= self.config.max_retries:
+            if attempt <= self.config.max_retries and not rejected:  # a rejected reply is asked again at once
                 wait = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
                 log.debug("retry %d after %s (waiting %.2fs)", attempt, last, wait)
                 self._sleep(wait * (0.5 + random.random() / 2))

@@ -1,0 +1,68 @@
+"""`favchat demo --quick` end to end (FaceSynth -> stages 1-3 -> held-out eval -> report), and QA scoring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from favchat.cli import main
+from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    report = out / "report"
+    for name in ("metrics.json", "report.md", "loss.png", "adapter_weights.png"):
+        assert (report / name).stat().st_size > 0, name
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["test_clips"] >= 1
+    assert {"attribute", "action", "emotion", "yesno", "all"} <= set(m["accuracy"])
+    for v in m["accuracy"].values():
+        assert 0.0 <= v["accuracy"] <= 1.0 and v["n"] >= 1
+    assert set(m["captions"]) == {"n", "cider", "rouge_l"}
+    assert m["example"]["question"] and isinstance(m["example"]["answer"], str)
+    assert (out / "stage3" / "final" / "model.safetensors").is_file()
+    printed = capsys.readouterr().out
+    assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
+
+
+def test_demo_rejects_a_bad_recipe(tmp_path, capsys):
+    bad = tmp_path / "demo.yaml"
+    bad.write_text("stages: {1: {max_steps: 1}, 2: {max_steps: 1}, 3: {max_steps: 1}}\nsynth: {clips: 3}\n")
+    assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "synth.clips" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("qa_type", "reference", "prediction", "correct"),
+    [
+        ("attribute", "The person has brown hair.", "They have brown hair and glasses.", True),
+        ("attribute", "The person has brown hair.", "The person has blond hair.", False),
+        ("attribute", "The person has brown hair.", "Brown hair, or maybe black hair.", False),  # contradiction
+        ("attribute", "The person wears eyeglasses.", "The person wears no glasses.", False),  # negated
+        ("action", "The person nods and smiles.", "The person smiles, then nods.", True),
+        ("action", "The person nods and smiles.", "The person nods.", False),  # a missing action
+        ("action", "The person shakes the head.", "The person shakes the head and winks.", False),  # an extra one
+        ("emotion", "The person looks happy.", "They seem cheerful.", True),  # a synonym
+        ("emotion", "The person looks happy.", "They look sad.", False),
+        ("yesno", "Yes, the person blinks.", "yes.", True),
+        ("yesno", "No, the person does not look angry.", "Yes, they look angry.", False),
+        ("yesno", "No, the person does not look angry.", "", False),
+    ],
+)
+def test_answer_correct(qa_type, reference, prediction, correct):
+    assert answer_correct(qa_type, reference, prediction) is correct
+
+
+def test_accuracy_by_type_counts_only_scored_types():
+    items = [QAItem("a", "attribute", "q", "Black hair.", "black hair"), QAItem("b", "attribute", "q", "Black hair.", ""),
+             QAItem("c", "temporal", "q", "At the start.", "x"), QAItem("d", "yesno", "q", "No.", "no")]
+    acc = accuracy_by_type(items)
+    assert acc == {"attribute": {"accuracy": 0.5, "n": 2}, "yesno": {"accuracy": 1.0, "n": 1},
+                   "all": {"accuracy": 2 / 3, "n": 3}}
+    with pytest.raises(ValueError, match="not scored"):
+        answer_correct("temporal", "a", "b")
