@@ -1,0 +1,1 @@
+"""Packaged recipes (YAML) read with importlib.resources."""

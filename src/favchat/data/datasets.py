@@ -1,0 +1,195 @@
+"""Torch datasets and the collator for the three training stages and DE-GRPO, read from manifests.
+
+    proc = FaVChatProcessor.from_config(cfg)
+    ds = QADataset("data/facesynth/manifest.jsonl", proc.load_video, split="train", on_error="skip")
+    dl = DataLoader(ds, batch_size=8, num_workers=2, collate_fn=Collator(proc))
+    for batch in dl:
+        out = model(**batch["inputs"])            # input_ids, labels (answer tokens only), pixel values, ...
+        n_bad += len(batch["skipped"])            # clips that failed to decode in this batch
+
+- ``SummaryDataset`` (stage 1): one sample per clip with a summary; the question is one of a few
+  description requests, fixed per clip; the answer is the summary.
+- ``QADataset`` (stage 2): one sample per QA pair.
+- ``EmotionQADataset`` (stage 3): the emotion-intensive QA: emotion questions, plus every QA pair whose
+  answer asserts an emotion label (read through the taxonomy's lexicon).
+- ``RLDataset`` (DE-GRPO): one sample per clip with a question and the ground-truth labels by group;
+  the reward scores a response against ``labels``.
+
+``__getitem__`` decodes the video with ``load_video(path, frame_range)`` (``FaVChatProcessor.load_video``
+or any callable with that signature), so decoding runs in DataLoader workers. A video that fails to
+decode is never replaced by another sample: ``on_error="raise"`` raises ``SampleError`` naming the sample
+and the file; ``on_error="skip"`` logs a warning, counts it (``dataset.num_skipped``, in the process that
+decoded it) and yields a ``Skipped`` marker that the collator drops and reports in ``batch["skipped"]``
+(the count that survives DataLoader workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from favchat.data.manifest import Clip, read_manifest
+from favchat.data.taxonomy import GROUPS, LABELS_BY_GROUP, mentioned_labels
+from favchat.data.video import VideoDecodeError
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("raise", "skip")
+SUMMARY_PROMPTS = (
+    "Describe the person in the video in detail.",
+    "Summarise this facial video: the person's appearance, actions and emotion.",
+    "What does the person look like, what do they do, and how do they feel?",
+)
+RL_PROMPT = "Describe the person's appearance, actions and emotion in this video."
+
+Source = str | os.PathLike | Sequence[Clip] | Sequence[str | os.PathLike]
+
+
+class SampleError(RuntimeError):
+    """A sample whose video could not be loaded; the message names the sample id and the file."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Marker for a sample dropped under ``on_error="skip"``."""
+
+    id: str
+    video: str
+    error: str
+
+
+@dataclass(frozen=True)
+class _Sample:
+    id: str
+    clip: Clip
+    question: str
+    answer: str | None
+    qa_type: str
+
+
+def load_clips(source: Source, split: str | None = None, check_videos: bool = True) -> list[Clip]:
+    """Clips from one manifest path, several, or an already-read list of ``Clip``."""
+    if isinstance(source, (str, os.PathLike)):
+        return read_manifest(source, check_videos=check_videos, split=split)
+    items = list(source)
+    if all(isinstance(c, Clip) for c in items):
+        return [c for c in items if split is None or c.split == split]
+    if all(isinstance(p, (str, os.PathLike)) for p in items):
+        return [c for p in items for c in read_manifest(p, check_videos=check_videos, split=split)]
+    raise TypeError("source must be a manifest path, a list of manifest paths, or a list of Clip")
+
+
+class _ClipDataset(Dataset):
+    """Shared machinery: a list of samples, video loading, the error policy."""
+
+    def __init__(self, source: Source, load_video: Callable[..., Any], split: str | None = None,
+                 on_error: str = "raise", check_videos: bool = True):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if not callable(load_video):
+            raise TypeError("load_video must be callable: load_video(path, frame_range) -> video inputs "
+                            "(e.g. FaVChatProcessor.load_video)")
+        self.load_video, self.on_error = load_video, on_error
+        self.clips = load_clips(source, split, check_videos)
+        self.samples: list[_Sample] = [s for c in self.clips for s in self._samples_of(c)]
+        self.num_skipped = 0
+
+    def _samples_of(self, clip: Clip) -> list[_Sample]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int) -> dict[str, Any] | Skipped:
+        s = self.samples[idx]
+        try:
+            video = self.load_video(str(s.clip.video_path), s.clip.frame_range)
+        except (VideoDecodeError, OSError) as e:  # other errors are bugs, not bad files: they propagate
+            msg = f"sample {s.id}: cannot load video {s.clip.video_path}: {e}"
+            if self.on_error == "raise":
+                raise SampleError(msg) from e
+            self.num_skipped += 1
+            log.warning("skipped %s (skipped so far in this process: %d)", msg, self.num_skipped)
+            return Skipped(s.id, str(s.clip.video_path), str(e))
+        return {"id": s.id, "clip_id": s.clip.id, "video": video, "question": s.question, "answer": s.answer,
+                "qa_type": s.qa_type, "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
+
+
+class SummaryDataset(_ClipDataset):
+    """Stage 1: video → summary. Clips without a summary are left out."""
+
+    def _samples_of(self, clip: Clip) -> list[_Sample]:
+        if not clip.summary:
+            return []
+        prompt = SUMMARY_PROMPTS[sum(map(ord, clip.id)) % len(SUMMARY_PROMPTS)]  # fixed per clip, varied across
+        return [_Sample(f"{clip.id}#summary", clip, prompt, clip.summary, "description")]
+
+
+class QADataset(_ClipDataset):
+    """Stage 2: one sample per QA pair; ``qa_types`` keeps only those types (None: all)."""
+
+    def __init__(self, source: Source, load_video: Callable[..., Any], split: str | None = None,
+                 on_error: str = "raise", check_videos: bool = True, qa_types: Sequence[str] | None = None):
+        self.qa_types = None if qa_types is None else set(qa_types)
+        super().__init__(source, load_video, split, on_error, check_videos)
+
+    def _keep(self, qa_type: str, answer: str) -> bool:
+        return self.qa_types is None or qa_type in self.qa_types
+
+    def _samples_of(self, clip: Clip) -> list[_Sample]:
+        return [_Sample(f"{clip.id}#qa{k}", clip, q.question, q.answer, q.type)
+                for k, q in enumerate(clip.qa) if self._keep(q.type, q.answer)]
+
+
+_EMOTIONS = frozenset(LABELS_BY_GROUP["emotion"])
+
+
+class EmotionQADataset(QADataset):
+    """Stage 3: emotion questions, and any QA pair whose answer asserts an emotion label."""
+
+    def _keep(self, qa_type: str, answer: str) -> bool:
+        return qa_type == "emotion" or bool(mentioned_labels(answer)[0] & _EMOTIONS)
+
+
+class RLDataset(_ClipDataset):
+    """DE-GRPO: one sample per clip: an open question (the clip's own description question when it has one)
+    and the ground-truth labels by group in ``labels``; ``answer`` is the reference summary (may be None)."""
+
+    def _samples_of(self, clip: Clip) -> list[_Sample]:
+        if not any(clip.labels.get(g) for g in GROUPS):
+            return []
+        q = next((q.question for q in clip.qa if q.type == "description"), RL_PROMPT)
+        return [_Sample(f"{clip.id}#rl", clip, q, clip.summary, "description")]
+
+
+@dataclass
+class Collator:
+    """Batches dataset items with ``processor(videos=, questions=, answers=)``.
+
+    Returns ``{"inputs": <processor output>, "ids", "questions", "answers", "qa_types", "gt_labels",
+    "skipped"}``; ``inputs`` is None when every item of the batch was skipped. ``with_answers=False``
+    (generation, RL) leaves the answers out of the processor call.
+    """
+
+    processor: Callable[..., Any]
+    with_answers: bool = True
+
+    def __call__(self, items: list[dict[str, Any] | Skipped]) -> dict[str, Any]:
+        ok = [it for it in items if not isinstance(it, Skipped)]
+        skipped = [it for it in items if isinstance(it, Skipped)]
+        batch: dict[str, Any] = {
+            "ids": [it["id"] for it in ok], "questions": [it["question"] for it in ok],
+            "answers": [it["answer"] for it in ok], "qa_types": [it["qa_type"] for it in ok],
+            "gt_labels": [it["labels"] for it in ok], "skipped": skipped, "inputs": None,
+        }
+        if ok:
+            if self.with_answers and any(a is None for a in batch["answers"]):
+                raise ValueError("with_answers=True but some samples have no answer (use with_answers=False)")
+            batch["inputs"] = self.processor(videos=[it["video"] for it in ok], questions=batch["questions"],
+                                             answers=batch["answers"] if self.with_answers else None)
+        return batch

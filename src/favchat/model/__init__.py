@@ -1,0 +1,1 @@
+"""The FaVChat model: configuration, vision towers, prompt-query levels, modeling and processor."""
