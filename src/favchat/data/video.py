@@ -47,8 +47,13 @@ def _open(path: str | os.PathLike):
     return container
 
 
-def _decode_all(path: str | os.PathLike, keep: set[int] | None) -> tuple[dict[int, np.ndarray], int]:
-    """Decode frames in order; keep those whose index is in ``keep`` (all when None)."""
+def _decode_all(path: str | os.PathLike, keep: set[int] | None,
+                max_side: int | None = None) -> tuple[dict[int, np.ndarray], int]:
+    """Decode frames in order; keep those whose index is in ``keep`` (all when None).
+
+    ``max_side``: kept frames whose longer side exceeds it are downscaled by the decoder's scaler
+    before they are held in memory (a 4K file then costs no more than a small one).
+    """
     import av
 
     container = _open(path)
@@ -60,7 +65,12 @@ def _decode_all(path: str | os.PathLike, keep: set[int] | None) -> tuple[dict[in
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             if keep is None or n in keep:
-                frames[n] = frame.to_ndarray(format="rgb24")
+                scale = min(1.0, max_side / max(frame.width, frame.height)) if max_side else 1.0
+                if scale < 1.0:
+                    frames[n] = frame.to_ndarray(format="rgb24", width=max(2, round(frame.width * scale)),
+                                                 height=max(2, round(frame.height * scale)), interpolation="AREA")
+                else:
+                    frames[n] = frame.to_ndarray(format="rgb24")
             n += 1
             if last is not None and n > last:
                 break
@@ -100,12 +110,15 @@ def sample_indices(num_frames: int, k: int, start: int = 0, end: int | None = No
     return [start + min(span - 1, int((i + 0.5) * span / k)) for i in range(k)]
 
 
-def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
-    """Decode the frames at ``indices`` (repeats allowed) as RGB uint8, shape (len(indices), H, W, 3)."""
+def read_frames(path: str | os.PathLike, indices: Sequence[int], max_side: int | None = None) -> np.ndarray:
+    """Decode the frames at ``indices`` (repeats allowed) as RGB uint8, shape (len(indices), H, W, 3).
+
+    ``max_side``: downscale (keeping the aspect ratio) so the longer side is at most this many pixels.
+    """
     if len(indices) == 0:
         raise ValueError("no frame indices given")
     wanted = set(int(i) for i in indices)
-    frames, n = _decode_all(path, keep=wanted)
+    frames, n = _decode_all(path, keep=wanted, max_side=max_side)
     missing = sorted(wanted - frames.keys())
     if missing:
         raise VideoDecodeError(
