@@ -1,0 +1,149 @@
+"""Configuration of the RL stage (DE-GRPO or vanilla GRPO): one dataclass, one YAML file.
+
+Defaults follow the paper's Table 6 (β = 0.8, τ_low = 0.20, τ_high = 0.80, γ = 0.50, clip ε = 0.20,
+β_KL = 0.01). Every field carries its help text in ``metadata["help"]``; bad combinations are rejected
+in ``__post_init__`` with a message saying how to fix them. ``favchat rl --config FILE`` reads it
+(through ``favchat.config_io.load_config``, so ``--key value`` overrides work too)::
+
+    algorithm: de_grpo
+    model_path: runs/stage3/final
+    train_manifest: data/facesynth/manifest.jsonl
+    output_dir: runs/rl
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGORITHMS = ("de_grpo", "grpo")
+REWARDS = ("facial", "format_length")
+BACKENDS = ("lexicon", "embedding")
+REFERENCES = ("auto", "frozen_copy", "disable_adapter")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class RLConfig:
+    # --- what to run
+    algorithm: str = _f("de_grpo", "de_grpo: utility-weighted advantages, filter and decay, value head; "
+                        "grpo: the same trainer with the utility off (h ≡ 1, no removal/decay/critic).")
+    reward: str = _f("facial", "facial: the fine-grained facial reward (Eq. 7); format_length: the 'standard' "
+                     "format-and-length reward of the paper's 'w. GRPO' ablation.")
+    model_path: str | None = _f(None, "Stage-3 checkpoint folder (FaVChatForConditionalGeneration.from_pretrained).")
+    preset: str = _f("tiny", "Model preset used when model_path is empty (random weights: tests and benchmarks).")
+    train_manifest: str | None = _f(None, "JSONL manifest of the RL pool (clips with labels and QA pairs).")
+    eval_manifest: str | None = _f(None, "Held-out manifest for the reward curve (optional).")
+    train_split: str | None = _f("train", "Split of train_manifest to use (None: all lines).")
+    eval_split: str | None = _f(None, "Split of eval_manifest to use (None: all lines).")
+    pool_fraction: float = _f(1.0, "Fraction of the training samples that form the RL pool (the paper: ~10K of 170K).")
+    output_dir: str = _f("runs/rl", "Where checkpoints, the CSV log and the plots go.")
+    seed: int = _f(0, "Seed of sampling, shuffling and initialisation.")
+    # --- rollouts
+    num_generations: int = _f(4, "G: responses sampled per sample.")
+    temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
+    top_p: float = _f(0.9, "Nucleus sampling of the rollouts.")
+    max_new_tokens: int = _f(48, "Longest response sampled.")
+    batch_size: int = _f(2, "Samples (prompts) per process per optimizer step; each yields G responses.")
+    # --- optimisation
+    learning_rate: float = _f(1e-5, "AdamW learning rate of the policy.")
+    value_learning_rate: float = _f(1e-3, "AdamW learning rate of the value head and its pooling.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
+    num_rounds: int = _f(3, "Rounds over the (shrinking) pool; a round is one pass over the samples still in it.")
+    max_steps: int = _f(0, "Stop after this many optimizer steps in total (0: run all rounds).")
+    num_iterations: int = _f(1, "μ: policy updates per batch of rollouts (1: old policy = current policy).")
+    clip_eps: float = _f(0.2, "ε of the clipped surrogate (Table 6).")
+    beta_kl: float = _f(0.01, "β_KL: weight of the k3 KL to the reference policy (Table 6).")
+    adv_eps: float = _f(1e-4, "ε added to the group reward std in the advantage (TRL's value).")
+    adv_std_floor: float = _f(0.1, "DE-GRPO: floor of the group reward std in Eq. 13, so that a group with equal "
+                              "rewards and an imperfect critic does not get advantages of size 1/ε.")
+    trainable: list[str] = _f(["general_adapter", "face_adapter", "general_qformer", "face_qformer", "projector",
+                               "language_model"], "Model components trained by RL (stage 3's set; with LoRA, "
+                              "language_model means its LoRA weights). The vision towers stay frozen.")
+    kl_is_correction: bool = _f(False, "Multiply the k3 KL by the importance ratio (TRL's use_bias_correction_kl).")
+    reference: str = _f("auto", "Reference policy: frozen_copy (a frozen deep copy), disable_adapter (the LoRA-"
+                        "disabled base; needs a PEFT language model), auto (disable_adapter when possible).")
+    # --- DE-GRPO (Table 6 and DESIGN.md §3)
+    beta: float = _f(0.8, "β of the recurrent state h ← βh + (1−β)σ((U−δ)/τ) (Eq. 11).")
+    tau: float = _f(0.1, "τ: temperature of the logistic in Eq. 11.")
+    tau_low: float = _f(0.2, "τ_low: a sample with h < τ_low leaves the pool (Eq. 12).")
+    tau_high: float = _f(0.8, "τ_high: a sample with h > τ_high has its rewards decayed (Eq. 12).")
+    gamma: float = _f(0.5, "γ: reward decay of samples above τ_high (Eq. 12).")
+    h0: float = _f(0.5, "h^(0): initial recurrent state of every sample.")
+    pair_margin: float = _f(0.0, "ε of the preference pairs: (w, l) with R_w > R_l + ε.")
+    probe: list[str] = _f([], "Parameter-name prefixes of the probe set θ' for the gradient sensitivity "
+                          "(Eq. 9); empty: the last trainable layer.")
+    value_coef: float = _f(0.5, "Weight of the value-head MSE in the loss (Eq. 16).")
+    # --- reward
+    reward_backend: str = _f("lexicon", "lexicon (taxonomy synonyms, negation-aware) or embedding (all-MiniLM-L6-v2).")
+    embedding_threshold: float = _f(0.6, "Cosine similarity above which the embedding backend matches a label.")
+    learnable_weights: bool = _f(True, "λ = softmax(η) learnable (ascent on within-group reward std); False: fixed.")
+    reward_weights: list[float] = _f([1.0, 1.0, 1.0], "Initial (or fixed) λ over appearance, action, emotion.")
+    weights_lr: float = _f(0.1, "Step size of the ascent on η.")
+    weights_kl: float = _f(0.1, "Weight of the KL(λ ‖ uniform) pull.")
+    # --- bookkeeping
+    save_every: int = _f(50, "Save a checkpoint every this many steps (and at the end of each round).")
+    eval_every: int = _f(0, "Held-out reward every this many steps (0: only at the end of each round).")
+    eval_samples: int = _f(16, "Held-out samples scored per evaluation (greedy decoding).")
+    log_every: int = _f(1, "Console log every this many steps (the CSV gets every step).")
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"RLConfig: {msg}")
+
+        need(self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        need(self.reward in REWARDS, f"reward must be one of {REWARDS}, got {self.reward!r}")
+        need(self.reward_backend in BACKENDS, f"reward_backend must be one of {BACKENDS}, got {self.reward_backend!r}")
+        need(self.reference in REFERENCES, f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        need(self.num_generations >= 2, "num_generations must be ≥ 2: a group of one response has no pairs and no std")
+        need(self.batch_size >= 1, "batch_size must be ≥ 1")
+        need(0.0 < self.temperature, "temperature must be > 0 (rollouts are sampled)")
+        need(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
+        need(self.max_new_tokens >= 1, "max_new_tokens must be ≥ 1")
+        need(0.0 < self.pool_fraction <= 1.0, "pool_fraction must be in (0, 1]")
+        need(0.0 <= self.beta < 1.0, "beta must be in [0, 1): h ← βh + (1−β)σ(·)")
+        need(self.tau > 0.0, "tau (the logistic temperature) must be > 0")
+        need(0.0 <= self.tau_low < self.tau_high <= 1.0,
+             f"need 0 ≤ tau_low < tau_high ≤ 1, got tau_low={self.tau_low}, tau_high={self.tau_high}")
+        need(self.tau_low < self.h0 < self.tau_high,
+             f"h0={self.h0} must lie between tau_low and tau_high, or samples are removed or decayed before any evidence")
+        need(0.0 < self.gamma <= 1.0, "gamma must be in (0, 1]")
+        need(0.0 < self.clip_eps < 1.0, "clip_eps must be in (0, 1)")
+        need(self.beta_kl >= 0.0, "beta_kl must be ≥ 0")
+        need(self.value_coef >= 0.0, "value_coef must be ≥ 0")
+        need(self.adv_std_floor >= 0.0, "adv_std_floor must be ≥ 0")
+        need(self.num_iterations >= 1, "num_iterations must be ≥ 1")
+        need(self.num_rounds >= 1, "num_rounds must be ≥ 1")
+        need(self.max_steps >= 0, "max_steps must be ≥ 0 (0: no cap)")
+        need(len(self.reward_weights) == 3 and all(w > 0 for w in self.reward_weights),
+             "reward_weights must be 3 positive numbers (appearance, action, emotion)")
+        need(self.pair_margin >= 0.0, "pair_margin must be ≥ 0")
+        if self.algorithm == "de_grpo":
+            need(self.reward == "facial", "de_grpo needs reward: facial (the utility is built on the fine-grained reward)")
+        need(self.model_path is not None or self.preset != "", "give model_path (a stage-3 checkpoint) or a preset")
+
+    @property
+    def utility_on(self) -> bool:
+        return self.algorithm == "de_grpo"
+
+    def to_dict(self) -> dict[str, Any]:
+        from favchat.config_io import to_dict
+
+        return to_dict(self)
+
+
+def config_help() -> str:
+    """All fields with their defaults and help, for ``favchat rl --help-config``."""
+    lines = []
+    for f in dataclasses.fields(RLConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"{f.name} (default {default!r}): {f.metadata['help']}")
+    return "\n".join(lines)

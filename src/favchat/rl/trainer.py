@@ -1,0 +1,525 @@
+"""The RL trainer: DE-GRPO (paper §2.2, App. D; DESIGN.md §3) and vanilla GRPO in one loop.
+
+Run it with ``favchat rl --config FILE`` (or ``accelerate launch -m favchat.cli rl --config FILE``).
+
+One optimizer step, for a batch of B samples per process (shapes: N = B·G responses, L prompt tokens,
+T completion tokens)::
+
+    encode videos once (towers frozen)          VideoFeatures (B) → repeated G times (N)
+    sample G responses (temperature, top-p)     (N, T) ids + mask (up to and including EOS)
+    rewards                                     R (B, G); per-group soft F1 (N, 3); λ
+    policy forward (grad)                       log π (N, T); prompt hidden states → V_φ (B,)
+    reference forward (no grad)                 log π_ref (N, T)
+    DE-GRPO only:
+      pairs, D (Eq. 8), probe gradients → G (Eq. 9)   per sample
+      gather (idx, D, G) over processes → U (Eq. 10), h (Eq. 11), remove/decay (Eq. 12), same on every rank
+      A = h·γ_i·(R − V)/(std R + ε) (Eq. 13);  loss = clipped surrogate + β_KL·k3 + c_v·MSE(V, mean R)
+    GRPO: A = (R − mean R)/(std R + ε); loss = clipped surrogate + β_KL·k3
+    backward, clip, step; λ ascent on the gathered group scores
+
+Rounds: a round is one pass over the samples still in the pool (DE-GRPO removes samples with h < τ_low;
+GRPO keeps all). Checkpoints (``accelerator.save_state`` + ``rl_state.pt``) hold the model, value head,
+optimizer, RNG states of every process, the per-sample state, λ, and the position inside the round, so
+``resume`` continues bit-exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from favchat.data.taxonomy import GROUPS
+from favchat.rl import de_grpo as E
+from favchat.rl import rewards as rw
+from favchat.rl.config import RLConfig
+from favchat.rl.data import RLSample, load_pool, subset
+from favchat.rl.probe import ProbeCapture, probe_parameters
+from favchat.rl.state import SampleState
+from favchat.rl.value_head import ValueHead
+
+log = logging.getLogger("favchat.rl")
+
+RL_STATE_FILE = "rl_state.pt"
+H_BINS = 10
+
+
+def completion_mask(ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """1 on every token up to and including the first EOS, 0 after it. ids: (N, T) -> (N, T) long."""
+    if eos_id is None:
+        return torch.ones_like(ids)
+    is_eos = (ids == eos_id).long()  # (N, T)
+    after = is_eos.cumsum(1) - is_eos  # EOS tokens strictly before each position
+    return (after == 0).long()
+
+
+def token_logps(logits: torch.Tensor, ids: torch.Tensor, prompt_len: int, temperature: float,
+                suppressed: list[int] = ()) -> torch.Tensor:
+    """log π(o_t | x, o_<t) of the completion tokens. logits: (N, L+T, V); ids: (N, T) -> (N, T) float32.
+
+    Logits are divided by the sampling temperature and the ``suppressed`` token ids (never sampled, see
+    ``RLTrainer._rollouts``) are removed, so the log-probs are those of the distribution sampled from.
+    """
+    t = ids.shape[1]
+    lg = logits[:, prompt_len - 1: prompt_len - 1 + t].float() / temperature  # (N, T, V)
+    if suppressed:
+        lg = lg.index_fill(-1, torch.tensor(list(suppressed), device=lg.device), float("-inf"))
+    return lg.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, -1)  # (N, T)
+
+
+@contextlib.contextmanager
+def lora_disabled(module: torch.nn.Module):
+    """The LoRA layers injected by ``favchat.model.lora`` switched off (the base model), then back on."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    if not layers:
+        raise ValueError("reference: disable_adapter, but the language model has no LoRA layers")
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
+class RLTrainer:
+    """DE-GRPO / GRPO over an RL pool. Give a config; optionally a ready model, processor and samples
+    (tests and the benchmark do), else they load from ``config.model_path`` / ``config.train_manifest``.
+
+    Resuming needs the same starting model (the same ``model_path``, or an equal injected model): the
+    reference policy is a frozen copy of the starting model, not of the checkpoint.
+    """
+
+    def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
+                 eval_samples: list[RLSample] | None = None, accelerator=None):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.cfg = cfg = config
+        # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
+        self.acc = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.out = Path(cfg.output_dir)
+        # Data first: a bad manifest fails before any model is built.
+        self.pool = subset(train_samples, cfg.pool_fraction, cfg.seed) if train_samples is not None else load_pool(
+            self._need(cfg.train_manifest, "train_manifest"), cfg.train_split, cfg.pool_fraction, cfg.seed)
+        if eval_samples is None and cfg.eval_manifest:
+            eval_samples = load_pool(cfg.eval_manifest, cfg.eval_split)
+        self.eval_pool = (eval_samples or [])[: cfg.eval_samples]
+        if model is None:
+            model, processor = self._load_model()
+        elif processor is None:
+            raise ValueError("an injected model needs its processor")
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.eos_id = self.tokenizer.eos_token_id
+        self.suppressed = [processor.video_token_id]
+        model.set_trainable(cfg.trainable)
+        frozen_towers = [c for c in ("general_encoder", "face_encoder") if c in cfg.trainable]
+        if frozen_towers:
+            raise ValueError(f"RL keeps the vision towers frozen (stage-3 schedule); remove {frozen_towers} from "
+                             "trainable")
+        self.reference, self.ref_mode = self._make_reference(model)
+        self.probe_names = [n for n, _ in probe_parameters(model, cfg.probe)] if cfg.utility_on else []
+
+
+        self.state = SampleState.create(len(self.pool), cfg.h0)
+        self.weights = rw.RewardWeights(learnable=cfg.learnable_weights, lr=cfg.weights_lr,
+                                        kl_coef=cfg.weights_kl, init=cfg.reward_weights)
+        params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
+        self.value_head = None
+        if cfg.utility_on:
+            self.value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
+            params.append({"params": list(self.value_head.parameters()), "lr": cfg.value_learning_rate})
+        optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        if self.value_head is not None:
+            self.model, self.value_head, self.optimizer = self.acc.prepare(model, self.value_head, optimizer)
+        else:
+            self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        if self.reference is not None:
+            self.reference.to(self.acc.device)
+        # Hooks go on after the reference copy was made, so the reference carries none.
+        self.capture = ProbeCapture(self._policy(), self.probe_names) if cfg.utility_on else None
+        self.step, self.round, self.order, self.pos = 0, 0, None, 0
+        self._videos: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
+        self._logger = None
+
+    # ------------------------------------------------------------------ setup helpers
+    @staticmethod
+    def _need(value: str | None, name: str) -> str:
+        if not value:
+            raise ValueError(f"RLConfig.{name} is required when no samples are passed in")
+        return value
+
+    def _load_model(self):
+        from favchat.model.configuration import FaVChatConfig
+        from favchat.model.modeling import FaVChatForConditionalGeneration
+        from favchat.model.processing import FaVChatProcessor
+
+        cfg = self.cfg
+        if cfg.model_path:
+            path = Path(cfg.model_path)
+            if not path.is_dir():
+                raise FileNotFoundError(f"model_path {path} is not a folder (a stage-3 checkpoint is expected)")
+            model = FaVChatForConditionalGeneration.from_pretrained(path)
+            return model, FaVChatProcessor.from_pretrained(path)
+        torch.manual_seed(cfg.seed)
+        config = FaVChatConfig.from_preset(cfg.preset)
+        processor = FaVChatProcessor.from_config(config)
+        return FaVChatForConditionalGeneration(config), processor
+
+    def _make_reference(self, model):
+        cfg = self.cfg
+        if cfg.beta_kl == 0.0:
+            return None, "none"
+        lora_only = bool(getattr(model.config, "lora", None)) and all(
+            "lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+        mode = cfg.reference
+        if mode == "auto":
+            mode = "disable_adapter" if lora_only else "frozen_copy"
+        if mode == "disable_adapter":
+            if not lora_only:
+                raise ValueError("reference: disable_adapter needs a LoRA language model whose LoRA weights are "
+                                 "the only trainable parameters; use reference: frozen_copy")
+            return None, mode
+        ref = copy.deepcopy(model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref, mode
+
+    # ------------------------------------------------------------------ batches
+    def _video(self, sample: RLSample):
+        key = f"{sample.clip.id}:{sample.clip.video}:{sample.clip.frame_range}"
+        if key not in self._videos:  # decoded once per process: later rounds reuse the small uint8 arrays
+            self._videos[key] = self.processor.load_video(sample.clip.video_path, sample.clip.frame_range)
+        return self._videos[key]
+
+    def preload_videos(self) -> None:
+        """Decode every pool and held-out video now (timings then measure training, not decoding)."""
+        for s in tqdm(self.pool + self.eval_pool, desc="decode videos", disable=not self.acc.is_main_process):
+            self._video(s)
+
+    def _prompt_batch(self, samples: list[RLSample]) -> dict[str, torch.Tensor]:
+        batch = self.processor([self._video(s) for s in samples], [s.question for s in samples])
+        return {k: v.to(self.acc.device) for k, v in batch.items()}
+
+    def _policy(self):
+        return self.acc.unwrap_model(self.model)
+
+    @torch.no_grad()
+    def _rollouts(self, batch: dict[str, torch.Tensor], g: int, greedy: bool = False):
+        """→ (video features repeated (N), prompt tensors repeated (N, L), completion ids (N, T), mask)."""
+        policy = self._policy()
+        feats = policy.encode_video(batch["general_pixel_values"], batch["face_pixel_values"]).detach()
+        feats = feats.repeat_interleave(g)
+        prompt = {k: batch[k].repeat_interleave(g, 0) for k in ("input_ids", "attention_mask", "question_ids",
+                                                               "question_mask")}
+        was_training = policy.training
+        policy.eval()
+        # The video placeholder must never be sampled: the model places exactly N_q of them per sequence.
+        ids = policy.generate(**prompt, video_features=feats, max_new_tokens=self.cfg.max_new_tokens,
+                              do_sample=not greedy, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                              suppress_tokens=self.suppressed)
+        policy.train(was_training)
+        if ids.shape[1] == 0:  # generation stopped at once: keep one (masked) column so shapes stay valid
+            ids = ids.new_full((ids.shape[0], 1), self.tokenizer.pad_token_id)
+            return feats, prompt, ids, torch.zeros_like(ids)
+        return feats, prompt, ids, completion_mask(ids, self.eos_id)
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+                for row, m in zip(ids.cpu(), mask.cpu(), strict=True)]
+
+    def _rewards(self, samples: list[RLSample], texts: list[str], g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (training reward R (N,) float64, facial group scores (N, 3) with NaN where no labels)."""
+        labels = [s.labels for s in samples for _ in range(g)]
+        scores = rw.group_scores(texts, labels, self.cfg.reward_backend, self.cfg.embedding_threshold)
+        if self.cfg.reward == "facial":
+            reward = rw.weighted_total(scores, self.weights.weights)
+        else:
+            prompts = [s.question for s in samples for _ in range(g)]
+            reward = rw.combine_rewards({"format_length_reward": rw.format_length_reward(prompts, texts)}, len(texts))
+        return torch.nan_to_num(reward, nan=0.0), scores
+
+    def _forward_logps(self, model, feats, prompt, ids, mask, hidden: bool):
+        input_ids = torch.cat([prompt["input_ids"], ids], 1)  # (N, L+T)
+        attn = torch.cat([prompt["attention_mask"], mask], 1)  # (N, L+T)
+        out = model(input_ids=input_ids, attention_mask=attn, question_ids=prompt["question_ids"],
+                    question_mask=prompt["question_mask"], video_features=feats, output_hidden_states=hidden)
+        return token_logps(out.logits, ids, prompt["input_ids"].shape[1], self.cfg.temperature,
+                           self.suppressed), out
+
+    @torch.no_grad()
+    def _ref_logps(self, feats, prompt, ids, mask) -> torch.Tensor | None:
+        if self.ref_mode == "none":
+            return None
+        if self.ref_mode == "disable_adapter":
+            policy = self._policy()
+            with lora_disabled(policy.language_model):
+                return self._forward_logps(policy, feats, prompt, ids, mask, False)[0]
+        return self._forward_logps(self.reference, feats, prompt, ids, mask, False)[0]
+
+    # ------------------------------------------------------------------ DE-GRPO utility
+    def _sensitivity(self, seq_logp: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample D (Eq. 8) and G (Eq. 9). seq_logp: (N,) with graph; rewards: (B, G) -> (B,), (B,)."""
+        b, g = rewards.shape
+        pairs = [E.preference_pairs(rewards[i], self.cfg.pair_margin) for i in range(b)]
+        d_out = torch.stack([E.separability(rewards[i], pairs[i]) for i in range(b)]).float()
+        g_out = torch.zeros(b)
+        rows = sorted({i * g + j for i in range(b) for j in pairs[i].flatten().tolist()})
+        if not rows:
+            return d_out, g_out
+        grads = torch.zeros(b * g, sum(p.numel() for p in self.capture.params))  # (N, P'); 0 outside pairs
+        grads[rows] = self.capture.grads(seq_logp, rows)
+        for i in range(b):
+            g_out[i] = E.gradient_sensitivity(grads[i * g:(i + 1) * g], pairs[i])
+        return d_out, g_out
+
+    def _update_state(self, idx: list[int], d: torch.Tensor, gs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather the batch of every process, run Eq. 10–12 on it identically everywhere, return this
+        process's (h, decay) rows."""
+        dev = self.acc.device
+        all_idx = self.acc.gather(torch.tensor(idx, device=dev)).cpu()
+        all_d = self.acc.gather(d.to(dev, torch.float64)).cpu()
+        all_g = self.acc.gather(gs.to(dev, torch.float64)).cpu()
+        u = E.utility(all_d, all_g)
+        h = E.recurrent_state(self.state.h[all_idx], u, self.cfg.beta, self.cfg.tau)
+        remove, decay = E.filter_decay(h, self.cfg.tau_low, self.cfg.tau_high)
+        self.state.update(all_idx, h, remove, decay, self.round)
+        b = len(idx)
+        rows = slice(self.acc.process_index * b, (self.acc.process_index + 1) * b)
+        return h[rows], decay[rows]
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, idx: list[int]) -> dict[str, float]:
+        cfg, g = self.cfg, self.cfg.num_generations
+        t0 = time.perf_counter()
+        samples = [self.pool[i] for i in idx]
+        b = len(samples)
+        batch = self._prompt_batch(samples)
+        feats, prompt, ids, mask = self._rollouts(batch, g)
+        texts = self._decode(ids, mask)
+        reward, scores = self._rewards(samples, texts, g)  # (N,), (N, 3)
+        r_bg = reward.view(b, g).to(self.acc.device, torch.float32)  # (B, G)
+        ref = self._ref_logps(feats, prompt, ids, mask)
+        t_gen = time.perf_counter() - t0
+
+        self.model.train()
+        metrics: dict[str, float] = {}
+        adv = h = values = None
+        probe_time = 0.0
+        for it in range(cfg.num_iterations):
+            with self.capture.recording() if (cfg.utility_on and it == 0) else contextlib.nullcontext():
+                logps, out = self._forward_logps(self.model, feats, prompt, ids, mask, hidden=cfg.utility_on)
+            if it == 0:
+                old = logps.detach()
+                if cfg.utility_on:
+                    tp = time.perf_counter()
+                    m = mask.to(logps.dtype)
+                    seq_logp = (logps * m).sum(-1) / m.sum(-1).clamp(min=1.0)  # (N,)
+                    d, gs = self._sensitivity(seq_logp, r_bg.detach().cpu())
+                    h, decay = self._update_state(idx, d, gs)
+                    probe_time = time.perf_counter() - tp
+                    h, decay = h.to(self.acc.device, torch.float32), decay.to(self.acc.device)
+            if cfg.utility_on:
+                hid = out.hidden_states[-1][::g, : prompt["input_ids"].shape[1]]  # (B, L, D)
+                values = self.value_head(hid, prompt["attention_mask"][::g]).float()  # (B,)
+                if it == 0:
+                    adv = E.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
+                                       cfg.adv_std_floor).reshape(-1)  # (N,)
+                v_loss = E.value_loss(values, r_bg)
+            else:
+                if it == 0:
+                    adv = E.group_advantages(r_bg, cfg.adv_eps).reshape(-1)  # (N,)
+                v_loss = torch.zeros((), device=self.acc.device)
+            p_loss, pm = E.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
+                                       kl_is_correction=cfg.kl_is_correction)
+            loss = p_loss + cfg.value_coef * v_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite RL loss at step {self.step} (policy {p_loss.item()}, "
+                                         f"value {v_loss.item()}); rewards were {reward.tolist()}")
+            self.acc.backward(loss)
+            if cfg.max_grad_norm > 0:
+                self.acc.clip_grad_norm_([p for grp in self.optimizer.param_groups for p in grp["params"]],
+                                         cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        all_scores = self.acc.gather(scores.to(self.acc.device)).cpu()  # (N·P, 3)
+        if cfg.reward == "facial":
+            self.weights.update(all_scores, g)
+
+        all_r = self.acc.gather(reward.to(self.acc.device)).cpu()
+        metrics["reward"] = float(all_r.mean())
+        metrics["reward_std_in_group"] = float(all_r.view(-1, g).std(1).mean())
+        for k, grp in enumerate(GROUPS):
+            col = all_scores[:, k]
+            metrics[f"{grp}_reward"] = float(col[~col.isnan()].mean()) if (~col.isnan()).any() else 0.0
+        metrics["facial_reward"] = float(rw.weighted_total(all_scores, torch.full((3,), 1 / 3, dtype=torch.float64)).mean())
+        for k, grp in enumerate(GROUPS):
+            metrics[f"lambda_{grp}"] = float(self.weights.weights[k])
+        metrics["kl"] = float(self.acc.reduce(pm["kl"], "mean"))
+        metrics["clip_fraction"] = float(self.acc.reduce(pm["clip_fraction"], "mean"))
+        metrics["policy_loss"] = float(self.acc.reduce(p_loss.detach(), "mean"))
+        metrics["value_loss"] = float(self.acc.reduce(v_loss.detach(), "mean"))
+        metrics["completion_len"] = float(mask.sum(1).float().mean())
+        metrics["pool_size"] = float(len(self.state.active()))
+        metrics["removed"] = float((self.state.removed_round >= 0).sum())
+        metrics["decayed"] = float(self.state.decayed.sum())
+        for k, c in enumerate(self.state.histogram(H_BINS)):
+            metrics[f"h_bin{k}"] = float(c)
+        metrics["h_mean"] = float(self.state.h.mean())
+        metrics["time_gen"] = t_gen
+        metrics["time_probe"] = probe_time
+        metrics["time_step"] = time.perf_counter() - t0
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean facial reward (uniform λ, greedy decoding) over the held-out samples; NaN without any."""
+        if not self.eval_pool:
+            return float("nan")
+        from accelerate.utils import gather_object
+
+        mine = self.eval_pool[self.acc.process_index:: self.acc.num_processes]
+        vals: list[float] = []
+        for s in range(0, len(mine), self.cfg.batch_size):
+            chunk = mine[s: s + self.cfg.batch_size]
+            _, _, ids, mask = self._rollouts(self._prompt_batch(chunk), 1, greedy=True)
+            vals += rw.facial_reward(self._decode(ids, mask), [c.labels for c in chunk], self.cfg.reward_backend)
+        allv = gather_object(vals)
+        return float(sum(allv) / len(allv))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path | None = None) -> Path:
+        path = Path(path) if path else self.out / "checkpoints" / f"step-{self.step:06d}"
+        self.acc.save_state(str(path))
+        if self.acc.is_main_process:
+            torch.save({
+                "step": self.step, "round": self.round, "pos": self.pos,
+                "order": None if self.order is None else self.order.clone(),
+                "sample_state": self.state.state_dict(), "eta": self.weights.eta.clone(),
+                "config": self.cfg.to_dict(), "probe": self.probe_names,
+                "pool_ids": [f"{s.clip.id}|{s.question}" for s in self.pool],
+            }, path / RL_STATE_FILE)
+        self.acc.wait_for_everyone()
+        return path
+
+    def load(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.name == "latest":
+            path = self.latest_checkpoint()
+        if not (path / RL_STATE_FILE).exists():
+            raise FileNotFoundError(f"{path} is not an RL checkpoint (no {RL_STATE_FILE})")
+        st = torch.load(path / RL_STATE_FILE, weights_only=False)
+        ids = [f"{s.clip.id}|{s.question}" for s in self.pool]
+        if st["pool_ids"] != ids:
+            raise ValueError(f"checkpoint {path} was written for a different RL pool (other manifest, split, "
+                             "pool_fraction or seed)")
+        self.acc.load_state(str(path))
+        self.step, self.round, self.pos, self.order = st["step"], st["round"], st["pos"], st["order"]
+        self.state = SampleState.from_state_dict(st["sample_state"])
+        self.weights.eta.copy_(st["eta"])
+
+    def latest_checkpoint(self) -> Path:
+        ckpts = sorted((self.out / "checkpoints").glob("step-*"))
+        if not ckpts:
+            raise FileNotFoundError(f"no checkpoint under {self.out / 'checkpoints'} to resume from")
+        return ckpts[-1]
+
+    # ------------------------------------------------------------------ loop
+    def _round_order(self) -> torch.Tensor:
+        active = self.state.active() if self.cfg.utility_on else torch.arange(len(self.pool))
+        g = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.round)
+        return active[torch.randperm(len(active), generator=g)]
+
+    def _log(self, row: dict[str, float]) -> None:
+        self.history.append({"step": self.step, **row})
+        if self._logger is None:
+            from favchat.train.metrics_log import MetricsLogger
+
+            self._logger = MetricsLogger(self.out, enabled=self.acc.is_main_process, tensorboard=False)
+        if self.acc.is_main_process:
+            self._logger.log(self.step, row)
+
+    def train(self, resume: str | Path | None = None) -> dict[str, Any]:
+        """Run the rounds (or up to ``max_steps``); returns the final metrics and the checkpoint path."""
+        cfg = self.cfg
+        if resume:
+            self.load(resume)
+        gbs = cfg.batch_size * self.acc.num_processes
+        world, rank = self.acc.num_processes, self.acc.process_index
+        if self.acc.is_main_process:
+            log.info("RL %s: pool %d samples, G=%d, %d process(es), reference=%s, probe=%s", cfg.algorithm,
+                     len(self.pool), cfg.num_generations, world, self.ref_mode, self.probe_names)
+        done = False
+        last = None
+        while self.round < cfg.num_rounds and not done:
+            if self.order is None:
+                self.order, self.pos = self._round_order(), 0
+            if len(self.order) == 0:
+                log.info("round %d: the pool is empty; stopping", self.round)
+                break
+            steps_in_round = math.ceil(len(self.order) / gbs)
+            bar = tqdm(total=steps_in_round, initial=self.pos // gbs, desc=f"{cfg.algorithm} round {self.round + 1}",
+                       disable=not self.acc.is_main_process)
+            while self.pos < len(self.order):
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    done = True
+                    break
+                take = self.order[self.pos: self.pos + gbs]
+                if len(take) < gbs:  # fill the last batch from the round's start so every rank has B samples
+                    take = torch.cat([take, self.order.repeat(math.ceil(gbs / len(self.order)))[: gbs - len(take)]])
+                local = take[rank * cfg.batch_size: (rank + 1) * cfg.batch_size].tolist()
+                row = {"round": float(self.round), **self.train_step(local)}
+                self.pos += gbs
+                self.step += 1
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    row["heldout_reward"] = self.evaluate()
+                self._log(row)
+                bar.update(1)
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    last = self.save()
+            bar.close()
+            if done:
+                break
+            row = {"round": float(self.round), "heldout_reward": self.evaluate()}
+            self._log(row)
+            self.round += 1
+            self.order, self.pos = None, 0
+            last = self.save()
+            if self.acc.is_main_process:
+                from favchat.rl.plots import plot_round_curves
+
+                plot_round_curves(self.out / "metrics.csv", self.out / "reward_per_round.png")
+        if done:
+            last = self.save()
+        return {"step": self.step, "round": self.round, "checkpoint": str(last) if last else None,
+                "history": self.history}
+
+    def save_model(self, path: str | Path) -> None:
+        """The trained policy as a FaVChat checkpoint (model + processor), loadable with from_pretrained."""
+        if self.acc.is_main_process:
+            self._policy().save_pretrained(path)
+            self.processor.save_pretrained(path)
+        self.acc.wait_for_everyone()
+
+
+def run(config: RLConfig, resume: str | None = None) -> dict[str, Any]:
+    """Build the trainer from a config, train, and save the final policy under ``output_dir/final``."""
+    trainer = RLTrainer(config)
+    result = trainer.train(resume=resume)
+    trainer.save_model(Path(config.output_dir) / "final")
+    return result
+
