@@ -52,7 +52,7 @@ def test_samples_per_stage(manifest: Path, processor):
     assert len(s3) < len(s2)  # attribute-only answers are left out
     item = s1[0]
     assert item["answer"] == clips[0].summary and item["labels"] == clips[0].labels
-    assert item["video"].general.shape == (processor.num_general_frames, 32, 32, 3)
+    assert item["video"].general.shape == (processor.num_general_frames, processor.image_size, processor.image_size, 3)
     assert QADataset(manifest, processor.load_video, qa_types=["yesno"]).samples[0].qa_type == "yesno"
 
 

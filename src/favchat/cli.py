@@ -13,6 +13,7 @@ import sys
 
 # Subcommand modules, in the order ``favchat --help`` lists them.
 COMMAND_MODULES = (
+    "favchat.demo",
     "favchat.train.cli",
     "favchat.serve.chat",
     "favchat.data.synth_cli",

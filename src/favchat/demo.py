@@ -4,7 +4,8 @@
     favchat demo --quick    # ~3 min: the same steps at smoke-test scale (what CI runs)
 
 1. Generate FaceSynth clips (procedural facial videos with exact labels; held-out identities in test).
-2. Train stages 1, 2 and 3 with the paper's freezing schedule, each from the previous one's checkpoint.
+2. Train stages 1, 2 and 3 with the paper's freezing schedule, each from the previous one's checkpoint
+   (after stage 0, which teaches the from-scratch tiny LLM the answers' language: see train/config.py).
 3. Evaluate on the held-out test split: answer accuracy per question group (attribute, action, emotion,
    yes/no; read through the taxonomy lexicon) and CIDEr / ROUGE-L of the descriptions.
 4. Write a report folder (metrics.json, report.md, loss and adapter-weight curves) and answer one
@@ -59,8 +60,8 @@ class DemoConfig:
     eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self) -> None:
-        if sorted(self.stages) != [1, 2, 3]:
-            raise ValueError(f"stages must configure 1, 2 and 3, got {sorted(self.stages)}")
+        if sorted(self.stages) not in ([1, 2, 3], [0, 1, 2, 3]):
+            raise ValueError(f"stages must configure 1, 2 and 3 (and optionally 0), got {sorted(self.stages)}")
 
 
 def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] | None = None) -> DemoConfig:
@@ -89,7 +90,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
     timings["synth_s"] = time.perf_counter() - t
 
     init = None
-    for stage in (1, 2, 3):
+    for stage in sorted(cfg.stages):
         t = time.perf_counter()
         st = cfg.stages[stage]
         tcfg = load_config(TrainConfig, None, {
@@ -110,7 +111,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
 
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
-    runs = {f"stage {k}": out / f"stage{k}" / "metrics.csv" for k in (1, 2, 3)}
+    runs = {f"stage {k}": out / f"stage{k}" / "metrics.csv" for k in sorted(cfg.stages)}
     plot_curves(runs, report / "loss.png", keys=("loss",), title="training loss per stage")
     plot_curves(runs, report / "adapter_weights.png", keys=("w_g", "w_f"), title="adapter weights (general, facial)")
     (report / "metrics.json").write_text(json.dumps(metrics, indent=2))

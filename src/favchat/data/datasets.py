@@ -25,6 +25,7 @@ decoded it) and yields a ``Skipped`` marker that the collator drops and reports 
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -84,7 +85,7 @@ def load_clips(source: Source, split: str | None = None, check_videos: bool = Tr
     raise TypeError("source must be a manifest path, a list of manifest paths, or a list of Clip")
 
 
-class _ClipDataset(Dataset):
+class _ClipDataset(Dataset, abc.ABC):
     """Shared machinery: a list of samples, video loading, the error policy."""
 
     def __init__(self, source: Source, load_video: Callable[..., Any], split: str | None = None,
@@ -99,8 +100,9 @@ class _ClipDataset(Dataset):
         self.samples: list[_Sample] = [s for c in self.clips for s in self._samples_of(c)]
         self.num_skipped = 0
 
+    @abc.abstractmethod
     def _samples_of(self, clip: Clip) -> list[_Sample]:
-        raise NotImplementedError
+        """The samples one clip gives (each subclass's own rule)."""
 
     def __len__(self) -> int:
         return len(self.samples)

