@@ -185,3 +185,33 @@ def test_manifest_naming_a_missing_video_stops_before_training(tmp_path, manifes
     with pytest.raises(ManifestError, match=r"bad.jsonl:3: video: file not found"):
         train(_cfg(tmp_path, bad, 1, "s1"))
     assert not (tmp_path / "s1").exists()
+
+
+def test_chat_streams_answers_and_encodes_the_video_once(stages, manifest, monkeypatch, capsys):
+    from favchat import FaVChatForConditionalGeneration
+    from favchat.cli import main
+    from favchat.serve.chat import ChatSession
+
+    _, _, res = stages[3]
+    video = sorted((manifest.parent / "videos").glob("*.mp4"))[0]
+    calls = []
+    original = FaVChatForConditionalGeneration.encode_video
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FaVChatForConditionalGeneration, "encode_video", counting)
+    session = ChatSession(res.final_dir, video, frames=4)
+    assert session.video.general.shape[0] == 4
+    first = "".join(session.ask("What colour is the hair?", max_new_tokens=6))
+    second = "".join(session.ask("What emotion does the person show?", max_new_tokens=6))
+    assert len(calls) == 1, "the towers run once per video, not once per question"
+    assert [q for q, _ in session.history] == ["What colour is the hair?", "What emotion does the person show?"]
+    assert session.history[0][1] == first.strip() and session.history[1][1] == second.strip()
+
+    assert main(["chat", "--model", str(res.final_dir), "--video", str(video), "--max-new-tokens", "4",
+                 "What colour is the hair?"]) == 0
+    assert main(["chat", "--model", str(res.final_dir), "--video", str(video.with_name("missing.mp4")),
+                 "hi"]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -96,10 +96,9 @@ def confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[st
 def plot_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], path: str | os.PathLike,
                    title: str = "") -> Path:
     """Write a row-normalised confusion matrix as a PNG (counts in the cells)."""
-    import matplotlib
+    from favchat.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mat, cols = confusion(y_true, y_pred, classes)
     norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)  # rows: recall per true class
@@ -115,12 +114,7 @@ def plot_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequen
                     fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 # ---------------------------------------------------------------------------------------------

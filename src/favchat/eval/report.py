@@ -102,10 +102,9 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Any], method: st
 
 def plot_frame_sweep(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Scores against the number of inference frames: judge criteria on the left axis, CIDEr/ROUGE-L on the right."""
-    import matplotlib
+    from favchat.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     xs = [r["frames"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -126,9 +125,4 @@ def plot_frame_sweep(rows: Sequence[dict[str, Any]], path: str | os.PathLike) ->
         handles = (handles[0] + h2[0], handles[1] + h2[1])
     ax.legend(*handles, fontsize=8, loc="best")
     ax.set_title("Influence of inference frame length")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

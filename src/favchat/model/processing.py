@@ -237,7 +237,6 @@ class FaVChatProcessor:
                  return_tensors: str = "pt", padding_side: str | None = None):
         """A padded batch. ``padding_side`` defaults to right with answers (training), left without
         (generation, so every prompt ends where the answer starts)."""
-        import torch
         from transformers import BatchFeature
 
         if return_tensors != "pt":
@@ -258,9 +257,15 @@ class FaVChatProcessor:
         if answers is not None:
             data["labels"], _ = _pad([t[1] for t in texts], -100, side)
         data["question_ids"], data["question_mask"] = _pad(q_ids, pad, "right")
-        data["general_pixel_values"] = torch.stack([self._pixels(v.general, self.image_size) for v in inputs])
-        data["face_pixel_values"] = torch.stack([self._pixels(v.face, self.face_image_size) for v in inputs])
+        data["general_pixel_values"], data["face_pixel_values"] = self.pixel_values(inputs)
         return BatchFeature(data=data)
+
+    def pixel_values(self, videos: Sequence[VideoInputs]):
+        """Normalised pixel tensors of loaded videos: general (B, Tg, 3, H, W) and face (B, Tf, 3, h, w)."""
+        import torch
+
+        return (torch.stack([self._pixels(v.general, self.image_size) for v in videos]),
+                torch.stack([self._pixels(v.face, self.face_image_size) for v in videos]))
 
     def batch_decode(self, ids, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)

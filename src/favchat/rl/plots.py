@@ -5,22 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from favchat.plotting import pyplot, save_figure
 from favchat.train.metrics_log import read_metrics
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_round_curves(metrics_csv: str | Path, out_png: str | Path, key: str = "reward") -> Path:
     """One line per round of ``key`` against the step inside the round, as in the paper's Fig. 7."""
     rows = [r for r in read_metrics(metrics_csv) if key in r and "round" in r]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for rnd in sorted({int(r["round"]) for r in rows}):
         pts = [r for r in rows if int(r["round"]) == rnd]
@@ -32,18 +24,13 @@ def plot_round_curves(metrics_csv: str | Path, out_png: str | Path, key: str = "
     ax.grid(alpha=0.3)
     if rows:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def plot_comparison(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], out_png: str | Path,
                     ylabel: str = "held-out reward", title: str = "DE-GRPO vs GRPO") -> Path:
     """``curves``: run name -> (steps, values)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for name, (xs, ys) in curves.items():
         ax.plot(list(xs), list(ys), marker="o", markersize=3, label=name)
@@ -52,9 +39,4 @@ def plot_comparison(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

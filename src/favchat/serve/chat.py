@@ -35,10 +35,9 @@ class ChatSession:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = FaVChatForConditionalGeneration.from_pretrained(model_dir).to(self.device).eval()
         self.video = self.processor.load_video(video)  # raises VideoDecodeError with the reason
-        pixels = self.processor(videos=[self.video], questions=["describe"])  # only the pixel tensors are kept
+        general, face = self.processor.pixel_values([self.video])
         with torch.inference_mode():
-            self.features = self.model.encode_video(pixels["general_pixel_values"].to(self.device),
-                                                    pixels["face_pixel_values"].to(self.device))
+            self.features = self.model.encode_video(general.to(self.device), face.to(self.device))
         self.history: list[tuple[str, str]] = []
 
     def ask(self, question: str, max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 0.7,

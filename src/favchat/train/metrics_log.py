@@ -65,10 +65,9 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 def plot_curves(csv_paths: dict[str, str | Path], out_png: str | Path, keys: tuple[str, ...] = ("loss", "w_g", "w_f"),
                 title: str = "training curves") -> Path:
     """One panel per key; one line per run (e.g. per stage), x = step."""
-    import matplotlib
+    from favchat.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
@@ -81,9 +80,4 @@ def plot_curves(csv_paths: dict[str, str | Path], out_png: str | Path, keys: tup
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
