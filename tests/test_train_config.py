@@ -64,3 +64,8 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_parse_overrides_reads_yaml_values():
     assert parse_overrides(["--a.b", "true", "--a.c=[1, 2]", "--d", "null"]) == {"a": {"b": True, "c": [1, 2]}, "d": None}
+
+
+def test_model_overrides_take_nested_values(tmp_path):
+    cfg = load_config(TrainConfig, _write(tmp_path, BASE), ["--model.overrides.text_config", "{hidden_size: 128}"])
+    assert cfg.model.overrides == {"text_config": {"hidden_size": 128}}

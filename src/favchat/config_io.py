@@ -31,7 +31,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (recursing into dataclasses, lists, dicts, unions)."""
     origin = typing.get_origin(tp)
-    if tp is Any:
+    if tp is Any or tp is object:
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []

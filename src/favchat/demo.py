@@ -1,11 +1,11 @@
 """``favchat demo``: the whole system, end to end, on a laptop CPU.
 
-    favchat demo            # ~15 min on 2 CPU cores
-    favchat demo --quick    # ~3 min: the same steps at smoke-test scale (what CI runs)
+    favchat demo            # ~11 min on 2 CPU cores
+    favchat demo --quick    # under 3 min: the same steps at smoke-test scale (what CI runs)
 
 1. Generate FaceSynth clips (procedural facial videos with exact labels; held-out identities in test).
-2. Train stages 1, 2 and 3 with the paper's freezing schedule, each from the previous one's checkpoint
-   (after stage 0, which teaches the from-scratch tiny LLM the answers' language: see train/config.py).
+2. Stage 0 teaches the from-scratch tiny LLM the answers' language (see train/config.py); then stages 1,
+   2 and 3 train with the paper's freezing schedule, each from the previous one's checkpoint.
 3. Evaluate on the held-out test split: answer accuracy per question group (attribute, action, emotion,
    yes/no; read through the taxonomy lexicon) and CIDEr / ROUGE-L of the descriptions.
 4. Write a report folder (metrics.json, report.md, loss and adapter-weight curves) and answer one
@@ -175,13 +175,13 @@ def render_report(m: dict[str, Any]) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="generate FaceSynth, train stages 1-3, evaluate on held-out videos, write a report",
-        description="The whole system end to end on a CPU: FaceSynth data, the three training stages, a "
-                    "held-out evaluation and a report folder. About 15 minutes on 2 cores; --quick: about 3.",
+        help="generate FaceSynth, train stages 0-3, evaluate on held-out videos, write a report",
+        description="The whole system end to end on a CPU: FaceSynth data, the training stages, a held-out "
+                    "evaluation and a report folder. About 11 minutes on 2 cores; --quick: under 3.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="output folder")
-    p.add_argument("--quick", action="store_true", help="smoke-test scale (about 3 minutes)")
+    p.add_argument("--quick", action="store_true", help="smoke-test scale (under 3 minutes)")
     p.add_argument("--config", help="a demo recipe YAML instead of the packaged one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run, accepts_overrides=True)

@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train one stage (1: video-summary, 2: QA, 3: emotion QA) with the paper's freezing schedule",
+        help="train one stage (0: LLM text warm-up, 1: video-summary, 2: QA, 3: emotion QA) with the paper's freezing schedule",
         description=(
             "Train one stage of the progressive paradigm. The stage's trainable components come from the "
             "config's schedule (DESIGN.md §2 by default). Any config key can be overridden after the known "
