@@ -110,6 +110,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     # Everything that can be wrong with the inputs is checked before the first step.
     model, processor = build_model(cfg)
+
     def stage_data(cls):
         return cls(cfg.data.train_manifest, processor.load_video, split="train", on_error=cfg.data.on_error)
 
@@ -181,7 +182,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 outputs = model(**inputs)
                 accelerator.backward(outputs.loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                    # The prepared model's parameters: under FSDP they are not the tensors built above.
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
