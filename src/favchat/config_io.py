@@ -34,12 +34,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any or tp is object:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in typing.get_args(tp):
             try:
                 return _coerce(value, arm, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: {value!r} matches none of {_type_name(tp)}")
     if tp is type(None):
         if value is None:

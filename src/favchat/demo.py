@@ -131,14 +131,13 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     if not clips:
         raise ValueError(f"{manifest}: no test clips")
     predictor = ModelPredictor(checkpoint, max_new_tokens=ecfg.max_new_tokens)
-    requests, kinds = [], {}
+    requests = []
     for c in clips:
         video = VideoRef(c.video_path, c.frame_range)
         for k, qa in enumerate(c.qa):
             if qa.type in SCORED_TYPES or qa.type == "description":
                 rid = f"{c.id}#qa{k}"
                 requests.append(Request(rid, video, qa.question, {"type": qa.type, "reference": qa.answer}))
-                kinds[rid] = qa.type
     preds = predict(predictor, requests, out / "predictions.jsonl", desc="test QA", progress=progress)
     items = [QAItem(r.id, r.extra["type"], r.question, r.extra["reference"], preds[r.id]["answer"])
              for r in requests if r.extra["type"] in SCORED_TYPES]
