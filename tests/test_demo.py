@@ -7,6 +7,8 @@ import json
 import pytest
 
 from favchat.cli import main
+from favchat.data.manifest import read_manifest
+from favchat.demo import EvalSection, evaluate_facesynth
 from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct
 
 
@@ -18,7 +20,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     for name in ("metrics.json", "report.md", "loss.png", "adapter_weights.png"):
         assert (report / name).stat().st_size > 0, name
     m = json.loads((report / "metrics.json").read_text())
-    assert m["test_clips"] >= 1
+    assert m["clips"] >= 1
     assert {"attribute", "action", "emotion", "yesno", "all"} <= set(m["accuracy"])
     for v in m["accuracy"].values():
         assert 0.0 <= v["accuracy"] <= 1.0 and v["n"] >= 1
@@ -27,6 +29,14 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert (out / "stage3" / "final" / "model.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
+
+    # A recipe is tuned on the val split, never on test: the same evaluation reads the other held-out clips.
+    val = evaluate_facesynth(out / "stage3" / "final", out / "data" / "manifest.jsonl", tmp_path / "val_eval",
+                             EvalSection(max_new_tokens=8, max_clips=3, split="val"), progress=False)
+    asked = {json.loads(line)["id"].split("#")[0] for line in open(tmp_path / "val_eval" / "predictions.jsonl")}
+    splits = {c.id: c.split for c in read_manifest(out / "data" / "manifest.jsonl")}
+    assert val["split"] == "val" and val["clips"] == len(asked) == 3
+    assert {splits[c] for c in asked} == {"val"}
 
 
 def test_demo_rejects_a_bad_recipe(tmp_path, capsys):

@@ -69,3 +69,12 @@ def test_parse_overrides_reads_yaml_values():
 def test_model_overrides_take_nested_values(tmp_path):
     cfg = load_config(TrainConfig, _write(tmp_path, BASE), ["--model.overrides.text_config", "{hidden_size: 128}"])
     assert cfg.model.overrides == {"text_config": {"hidden_size": 128}}
+
+
+def test_an_override_of_an_int_keyed_entry_keeps_its_other_fields(tmp_path):
+    from favchat.demo import DemoConfig
+
+    stages = {k: {"max_steps": 10, "lr": 5e-3, "batch_size": 4} for k in (1, 2, 3)}
+    cfg = load_config(DemoConfig, _write(tmp_path, {"stages": stages}), ["--stages.2.max_steps", "600"])
+    assert (cfg.stages[2].max_steps, cfg.stages[2].lr, cfg.stages[2].batch_size) == (600, 5e-3, 4)
+    assert cfg.stages[1].max_steps == 10

@@ -144,7 +144,9 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        # An override's keys are strings; the YAML's may be ints (``stages: {2: ...}`` vs ``--stages.2.lr``).
+        key = next((b for b in out if str(b) == str(k)), k)
+        out[key] = merge(out[key], v) if isinstance(v, dict) and isinstance(out.get(key), dict) else v
     return out
 
 
