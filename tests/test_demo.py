@@ -33,7 +33,8 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     # A recipe is tuned on the val split, never on test: the same evaluation reads the other held-out clips.
     val = evaluate_facesynth(out / "stage3" / "final", out / "data" / "manifest.jsonl", tmp_path / "val_eval",
                              EvalSection(max_new_tokens=8, max_clips=3, split="val"), progress=False)
-    asked = {json.loads(line)["id"].split("#")[0] for line in open(tmp_path / "val_eval" / "predictions.jsonl")}
+    lines = (tmp_path / "val_eval" / "predictions.jsonl").read_text().splitlines()
+    asked = {json.loads(line)["id"].split("#")[0] for line in lines}
     splits = {c.id: c.split for c in read_manifest(out / "data" / "manifest.jsonl")}
     assert val["split"] == "val" and val["clips"] == len(asked) == 3
     assert {splits[c] for c in asked} == {"val"}
