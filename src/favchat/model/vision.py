@@ -76,7 +76,9 @@ class VisionTower(nn.Module):
         return out
 
     def _states(self, pixel_values: torch.Tensor, last: int) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """Hidden states 0..last of (B·T, 3, H, W) frames; every tower that uses the base ``forward`` implements it
+        (the video ViT has its own ``forward``, as its attention runs over all frames at once)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _states or override forward")
 
 
 class VideoViT(VisionTower):
