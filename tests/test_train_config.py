@@ -78,3 +78,12 @@ def test_an_override_of_an_int_keyed_entry_keeps_its_other_fields(tmp_path):
     cfg = load_config(DemoConfig, _write(tmp_path, {"stages": stages}), ["--stages.2.max_steps", "600"])
     assert (cfg.stages[2].max_steps, cfg.stages[2].lr, cfg.stages[2].batch_size) == (600, 5e-3, 4)
     assert cfg.stages[1].max_steps == 10
+
+
+def test_a_section_given_in_part_keeps_the_fields_own_defaults():
+    from favchat.train.face_pretrain import FacePretrainConfig
+
+    # FacePretrainConfig's optim defaults differ from OptimSection's (weight decay 0.01, batch 32)
+    cfg = load_config(FacePretrainConfig, None, ["--optim.lr", "0.002"])
+    assert cfg.optim.lr == 0.002
+    assert (cfg.optim.weight_decay, cfg.optim.batch_size) == (0.01, 32)

@@ -96,7 +96,13 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     if unknown:
         raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; "
                           f"known under {prefix or 'the top level'}: {sorted(fields)}")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    kwargs = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and fields[k].default_factory is not dataclasses.MISSING:
+            default = fields[k].default_factory()
+            if dataclasses.is_dataclass(default):  # a section given in part keeps the field's own defaults
+                v = merge(to_dict(default), v)
+        kwargs[k] = _coerce(v, hints[k], prefix + k)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

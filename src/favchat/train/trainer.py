@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from favchat.config_io import to_dict
-from favchat.train.config import STAGE_TASK, TrainConfig
+from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
 from favchat.train.metrics_log import MetricsLogger
 
 log = logging.getLogger("favchat.train")
@@ -41,19 +41,17 @@ class SetupError(ValueError):
     """An input problem found before training starts (a missing checkpoint, an empty data set, ...)."""
 
 
-def build_model(cfg: TrainConfig):
-    """The model and processor a stage starts from: a fresh preset, or the previous stage's checkpoint."""
+def build_model(init_from: str | None, model: ModelSection, hint: str = ""):
+    """The model and processor a run starts from: a fresh preset (pretrained parts loaded), or a checkpoint.
+    ``hint`` ends the error message of an ``init_from`` that is not a checkpoint."""
     from favchat import FaVChatConfig, FaVChatForConditionalGeneration, FaVChatProcessor
 
-    if cfg.init_from:
-        path = Path(cfg.init_from)
+    if init_from:
+        path = Path(init_from)
         if not (path / "config.json").is_file():
-            raise SetupError(
-                f"init_from {path} is not a FaVChat checkpoint (no config.json); stage {cfg.stage} starts from "
-                f"the stage-{cfg.stage - 1} run's final/ folder"
-            )
+            raise SetupError(f"init_from {path} is not a FaVChat checkpoint (no config.json){hint}")
         return FaVChatForConditionalGeneration.from_pretrained(path), FaVChatProcessor.from_pretrained(path)
-    mcfg = FaVChatConfig.from_preset(cfg.model.preset, **cfg.model.overrides)
+    mcfg = FaVChatConfig.from_preset(model.preset, **model.overrides)
     return FaVChatForConditionalGeneration.from_parts(mcfg), FaVChatProcessor.from_config(mcfg)
 
 
@@ -109,7 +107,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     main = accelerator.is_main_process
 
     # Everything that can be wrong with the inputs is checked before the first step.
-    model, processor = build_model(cfg)
+    model, processor = build_model(cfg.init_from, cfg.model, f"; stage {cfg.stage} starts from the "
+                                   f"stage-{cfg.stage - 1} run's final/ folder")
 
     def stage_data(cls):
         return cls(cfg.data.train_manifest, processor.load_video, split="train", on_error=cfg.data.on_error)

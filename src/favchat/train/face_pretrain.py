@@ -1,0 +1,218 @@
+"""Task pretraining of the facial encoder on the training clips' labels (before stage 0/1).
+
+The paper's facial encoder arrives pretrained on face analysis: FaceXFormer's Swin-B backbone is trained on
+face parsing, landmarks, head pose, attributes and expression recognition before FaVChat ever sees it. An
+encoder that starts from ImageNet (EfficientNet-Lite0) or from scratch has no such knowledge, and the
+language-model loss of stages 1-2, which reaches the encoder only through three levels of attention, teaches
+it too slowly (``docs/demo.md``). This step gives the encoder its face-task pretraining on the training
+split of a manifest, with a temporary linear head over the mean of each block the low level reads:
+
+- binary cross-entropy over every taxonomy label that occurs in the training clips, and
+- softmax cross-entropy inside each of the taxonomy's exclusive sets (one emotion, one hair colour, ...)
+  for the clips that show exactly one of its labels.
+
+Only ``face_encoder`` trains; the head is dropped at the end and ``final/`` is a FaVChat checkpoint that
+stage 0 or stage 1 starts from (``init_from``). ``report.json`` gives the head's accuracy on the val split
+(per exclusive set, and the mean per-label accuracy), read on identities the training never saw.
+
+    favchat pretrain-face --config configs/train/face_pretrain_tiny.yaml [--optim.max_steps 200 ...]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from favchat.config_io import to_dict
+from favchat.data.taxonomy import EXCLUSIVE_SETS
+from favchat.train.config import DataSection, ModelSection, OptimSection
+from favchat.train.metrics_log import MetricsLogger
+
+log = logging.getLogger("favchat.train")
+
+
+@dataclass
+class FacePretrainConfig:
+    output_dir: str = "runs/face_pretrain"
+    init_from: str | None = None  # a FaVChat checkpoint; None: a fresh model from ``model`` (pretrained parts loaded)
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=lambda: OptimSection(lr=1e-3, weight_decay=0.01, max_steps=200,
+                                                                     batch_size=32, warmup_steps=10))
+    eval_clips: int = 200  # val clips the report reads (0: no evaluation)
+    log_every: int = 10
+
+
+class _LabelHead(nn.Module):
+    """The facial encoder plus a linear head over the mean of each chain block's tokens (B, labels)."""
+
+    def __init__(self, tower: nn.Module, blocks: list[int], num_labels: int):
+        super().__init__()
+        self.tower, self.blocks = tower, blocks
+        self.head = nn.Linear(sum(tower.dim(i) for i in blocks), num_labels)
+
+    def forward(self, face_pixel_values: torch.Tensor) -> torch.Tensor:
+        states = self.tower(face_pixel_values)
+        return self.head(torch.cat([states[i].mean(1) for i in self.blocks], -1))
+
+
+class _ClipLabels(torch.utils.data.Dataset):
+    """Face frames and a multi-hot label vector per clip."""
+
+    def __init__(self, clips, load_video, labels: list[str]):
+        self.clips, self.load_video = clips, load_video
+        self.index = {n: k for k, n in enumerate(labels)}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        c = self.clips[i]
+        y = torch.zeros(len(self.index))
+        for n in c.all_labels:
+            if n in self.index:
+                y[self.index[n]] = 1.0
+        return self.load_video(str(c.video_path), c.frame_range), y
+
+
+def label_loss(logits: torch.Tensor, targets: torch.Tensor, exclusive: list[list[int]]) -> torch.Tensor:
+    """BCE over all labels + CE inside each exclusive set, for the rows with exactly one label of that set."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets)
+    for idx in exclusive:
+        rows = targets[:, idx].sum(-1) == 1
+        if rows.any():
+            loss = loss + F.cross_entropy(logits[rows][:, idx], targets[rows][:, idx].argmax(-1))
+    return loss
+
+
+def _exclusive_sets(labels: list[str]) -> dict[str, list[int]]:
+    """Each exclusive set with at least two labels in ``labels``, named by its sorted members."""
+    out = {}
+    for s in EXCLUSIVE_SETS:
+        idx = [k for k, n in enumerate(labels) if n in s]
+        if len(idx) > 1:
+            out["/".join(labels[k] for k in idx)] = idx
+    return out
+
+
+@torch.no_grad()
+def evaluate_heads(logits: torch.Tensor, targets: torch.Tensor, exclusive: dict[str, list[int]]) -> dict[str, float]:
+    """Accuracy of the arg-max inside each exclusive set (rows with one label of it) and mean per-label accuracy."""
+    out = {"label_accuracy": ((logits > 0) == (targets > 0.5)).float().mean().item()}
+    for name, idx in exclusive.items():
+        rows = targets[:, idx].sum(-1) == 1
+        if rows.any():
+            hit = logits[rows][:, idx].argmax(-1) == targets[rows][:, idx].argmax(-1)
+            out[name] = hit.float().mean().item()
+    return out
+
+
+def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
+    """Train ``face_encoder`` on the label heads; returns the ``final/`` checkpoint folder."""
+    from accelerate import Accelerator
+    from accelerate.data_loader import prepare_data_loader
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    from favchat.data.datasets import load_clips
+    from favchat.train.trainer import SetupError, build_model
+
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    main = accelerator.is_main_process
+    clips = load_clips(cfg.data.train_manifest, split="train")
+    labels = sorted({n for c in clips for n in c.all_labels})
+    if not labels:
+        raise SetupError(f"{cfg.data.train_manifest}: no labelled training clips to pretrain the facial encoder on")
+    model, processor = build_model(cfg.init_from, cfg.model)
+    if model.face_encoder is None:
+        raise SetupError("this model has no facial encoder (use_face_encoder=False): nothing to pretrain")
+    exclusive = _exclusive_sets(labels)
+    net = _LabelHead(model.face_encoder, model.face_encoder.groups["chain"], len(labels))
+    model.requires_grad_(False)
+    net.requires_grad_(True)
+    if main:
+        log.info("facial encoder pretraining: %d clips, %d labels, %d exclusive sets", len(clips), len(labels),
+                 len(exclusive))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
+                              num_training_steps=cfg.optim.max_steps)
+    net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
+    dataset = _ClipLabels(clips, processor.load_video, labels)
+
+    def collate(items):
+        faces = processor.pixel_values([v for v, _ in items])[1]
+        return faces, torch.stack([y for _, y in items])
+
+    def batches():
+        epoch = 0
+        while True:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.optim.batch_size, collate_fn=collate,
+                                                 sampler=torch.randperm(len(dataset), generator=g).tolist(),
+                                                 num_workers=cfg.data.num_workers, drop_last=True)
+            yield from prepare_data_loader(loader, num_processes=accelerator.num_processes,
+                                           process_index=accelerator.process_index, put_on_device=True)
+            epoch += 1
+
+    logger = MetricsLogger(out, enabled=main, tensorboard=False)
+    net.train()
+    it = batches()
+    window, n, t0 = 0.0, 0, time.perf_counter()
+    for step in tqdm(range(1, cfg.optim.max_steps + 1), desc="facial encoder", disable=not (progress and main)):
+        faces, targets = next(it)
+        loss = label_loss(net(faces), targets, list(exclusive.values()))
+        accelerator.backward(loss)
+        if cfg.optim.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(net.parameters(), cfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window, n = window + loss.detach().float().item(), n + 1
+        if step % cfg.log_every == 0 or step == cfg.optim.max_steps:
+            dt = time.perf_counter() - t0
+            logger.log(step, {"loss": window / n, "lr": scheduler.get_last_lr()[0],
+                              "samples_per_s": n * faces.shape[0] * accelerator.num_processes / dt})
+            window, n, t0 = 0.0, 0, time.perf_counter()
+    logger.close()
+
+    net = accelerator.unwrap_model(net)
+    report = {"labels": labels, "train_clips": len(clips)}
+    if cfg.eval_clips > 0 and main:
+        val = load_clips(cfg.data.val_manifest or cfg.data.train_manifest, split="val")[: cfg.eval_clips]
+        if val:
+            report["val_clips"] = len(val)
+            report["val"] = _evaluate(net, _ClipLabels(val, processor.load_video, labels), collate, exclusive,
+                                      accelerator.device)
+            log.info("facial encoder heads on %d val clips: %s", len(val),
+                     ", ".join(f"{k} {v:.3f}" for k, v in report["val"].items()))
+    final = out / "final"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        model.save_pretrained(final, safe_serialization=True)
+        processor.save_pretrained(final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+@torch.no_grad()
+def _evaluate(net: _LabelHead, dataset, collate, exclusive, device) -> dict[str, float]:
+    net.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=collate)
+    logits, targets = zip(*[(net(f.to(device)).float().cpu(), y) for f, y in loader], strict=True)
+    net.train()
+    return evaluate_heads(torch.cat(logits), torch.cat(targets), exclusive)
