@@ -71,3 +71,10 @@ def test_the_command_stops_with_a_clear_message_on_a_missing_manifest(tmp_path, 
                "--output_dir", str(tmp_path / "face")])
     assert rc == 2 and "manifest not found" in capsys.readouterr().err
     assert not (tmp_path / "face").exists()
+
+
+def test_a_config_without_a_manifest_is_a_config_error(capsys):
+    from favchat.cli import main
+
+    assert main(["pretrain-face"]) == 2
+    assert "data.train_manifest is required" in capsys.readouterr().err

@@ -84,6 +84,6 @@ def test_a_section_given_in_part_keeps_the_fields_own_defaults():
     from favchat.train.face_pretrain import FacePretrainConfig
 
     # FacePretrainConfig's optim defaults differ from OptimSection's (weight decay 0.01, batch 32)
-    cfg = load_config(FacePretrainConfig, None, ["--optim.lr", "0.002"])
+    cfg = load_config(FacePretrainConfig, None, ["--optim.lr", "0.002", "--data.train_manifest", "m.jsonl"])
     assert cfg.optim.lr == 0.002
     assert (cfg.optim.weight_decay, cfg.optim.batch_size) == (0.01, 32)

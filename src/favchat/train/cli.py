@@ -53,9 +53,6 @@ def _run_face(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"favchat pretrain-face: bad config: {e}", file=sys.stderr)
         return 2
-    if not cfg.data.train_manifest:
-        print("favchat pretrain-face: set data.train_manifest (--data.train_manifest FILE)", file=sys.stderr)
-        return 2
     try:
         final = pretrain_face(cfg, progress=True)
     except (ManifestError, SetupError, FileNotFoundError) as e:

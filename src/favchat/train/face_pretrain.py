@@ -51,6 +51,10 @@ class FacePretrainConfig:
     eval_clips: int = 200  # val clips the report reads (0: no evaluation)
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        if not self.data.train_manifest:
+            raise ValueError("data.train_manifest is required")
+
 
 class _LabelHead(nn.Module):
     """The facial encoder plus a linear head over the mean of each chain block's tokens (B, labels)."""
