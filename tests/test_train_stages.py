@@ -187,6 +187,16 @@ def test_manifest_naming_a_missing_video_stops_before_training(tmp_path, manifes
     assert not (tmp_path / "s1").exists()
 
 
+def test_the_command_stops_with_a_clear_message_on_a_missing_manifest(tmp_path, capsys):
+    from favchat.cli import main
+
+    config = Path(__file__).parents[1] / "configs" / "train" / "tiny_stage1.yaml"
+    rc = main(["train", "--stage", "1", "--config", str(config), "--data.train_manifest", str(tmp_path / "none.jsonl"),
+               "--output_dir", str(tmp_path / "s1")])
+    assert rc == 2 and "manifest not found" in capsys.readouterr().err
+    assert not (tmp_path / "s1").exists()
+
+
 def test_chat_streams_answers_and_encodes_the_video_once(stages, manifest, monkeypatch, capsys):
     from favchat import FaVChatForConditionalGeneration
     from favchat.cli import main

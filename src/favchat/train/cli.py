@@ -55,7 +55,7 @@ def _run_face(args: argparse.Namespace) -> int:
         return 2
     try:
         final = pretrain_face(cfg, progress=True)
-    except (ManifestError, SetupError, FileNotFoundError) as e:
+    except (ManifestError, SetupError, FileNotFoundError) as e:  # FileNotFoundError: no manifest at that path
         print(f"favchat pretrain-face: {e}", file=sys.stderr)
         return 2
     print(f"final checkpoint: {final}")
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         result = train(cfg, resume=args.resume)
-    except (ManifestError, SetupError) as e:
+    except (ManifestError, SetupError, FileNotFoundError) as e:  # FileNotFoundError: no manifest at that path
         print(f"favchat train: {e}", file=sys.stderr)
         return 2
     print(f"final checkpoint: {result.final_dir}")
