@@ -159,7 +159,9 @@ def generate(cfg: SynthConfig, n: int, out: str | Path, workers: int = 1, progre
         else:
             # spawn, not fork: the parent may hold threads (tqdm, torch) that fork would copy mid-lock.
             with mp.get_context("spawn").Pool(workers) as pool:
-                for rec in pool.imap_unordered(_work, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))):
+                # In order: the manifest lists the clips by index however the workers' timing falls, so a
+                # seeded dataset reads the same (and trains the same) every time.
+                for rec in pool.imap(_work, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))):
                     writer.add(rec)
                     bar.update()
         bar.close()
