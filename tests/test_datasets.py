@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from favchat.data.datasets import (
     Collator,
     EmotionQADataset,
+    MemoizedLoader,
     QADataset,
     RLDataset,
     SampleError,
@@ -21,6 +22,7 @@ from favchat.data.datasets import (
 from favchat.data.manifest import read_manifest
 from favchat.data.synth import SynthConfig, generate
 from favchat.data.taxonomy import LABELS_BY_GROUP, mentioned_labels
+from favchat.data.video import VideoDecodeError
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,25 @@ def test_datasets_take_any_load_video_callable(manifest: Path):
 
     item = QADataset(manifest, load_video)[0]
     assert calls == [("fs-000000.mp4", (0, 16))] and item["question"] and item["qa_type"]
+
+
+def test_memoized_loader_decodes_each_clip_once(manifest: Path, processor):
+    calls = []
+
+    def load(path, frame_range=None):
+        calls.append(str(path))
+        return processor.load_video(path, frame_range)
+
+    memo = MemoizedLoader(load)
+    plain, cached = QADataset(manifest, processor.load_video), QADataset(manifest, memo)
+    assert len(cached) > len(cached.clips)  # several QA pairs per clip
+    for i in range(len(cached)):
+        a, b = plain[i]["video"], cached[i]["video"]
+        assert (a.general == b.general).all() and (a.face == b.face).all()
+    assert sorted(calls) == sorted(str(c.video_path) for c in cached.clips) and len(memo) == len(cached.clips)
+
+    def broken(path, frame_range=None):
+        raise VideoDecodeError(f"{path}: cannot decode")
+
+    bad = QADataset(manifest, MemoizedLoader(broken), on_error="skip")
+    assert isinstance(bad[0], Skipped) and len(bad.load_video) == 0  # a failure is not remembered

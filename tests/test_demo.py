@@ -32,6 +32,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert 0.0 <= m["face_pretrain"]["label_accuracy"] <= 1.0 and "face_pretrain_s" in m["timings"]
     stage0 = yaml.safe_load((out / "stage0" / "config.yaml").read_text())
     assert stage0["init_from"] == str(out / "face_pretrain" / "final")
+    assert stage0["cache_frozen_towers"] and stage0["data"]["cache_videos"]  # the demo encodes each clip once
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
@@ -87,3 +88,14 @@ def test_accuracy_by_type_counts_only_scored_types():
                    "all": {"accuracy": 2 / 3, "n": 3}}
     with pytest.raises(ValueError, match="not scored"):
         answer_correct("temporal", "a", "b")
+
+
+def test_the_shipped_recipes_load():
+    from pathlib import Path
+
+    from favchat.demo import load_demo_config
+
+    for quick in (False, True):
+        assert load_demo_config(quick).stages
+    smol = load_demo_config(False, str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml"))
+    assert smol.model["preset"] == "smollm2" and sorted(smol.stages) == [1, 2, 3]

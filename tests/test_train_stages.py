@@ -139,6 +139,34 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest, monkeyp
     assert len(rows) == 1 + 4  # header + one row per step, across the crash
 
 
+@pytest.mark.parametrize("stage", [2, 3])
+def test_cached_frozen_towers_train_the_same_weights(tmp_path, manifest, stages, stage, monkeypatch):
+    """Stage 3 freezes both towers; stage 2 here freezes the facial one only (the general one trains)."""
+    import favchat.train.trainer as trainer
+    from favchat.train.config import DEFAULT_SCHEDULE
+
+    made = []
+
+    class Recorder(trainer.FrozenTowerCache):
+        def __init__(self, model):
+            super().__init__(model)
+            made.append(self)
+
+    monkeypatch.setattr(trainer, "FrozenTowerCache", Recorder)
+    schedule = {k: [c for c in v if not (k == 2 and c == "face_encoder")] for k, v in DEFAULT_SCHEDULE.items()}
+    kw = {"init_from": str(stages[stage - 1][2].final_dir), "schedule": schedule, "optim.max_steps": 8}
+    plain = train(_cfg(tmp_path, manifest, stage, "plain", **kw))
+    cached = train(_cfg(tmp_path, manifest, stage, "cached", cache_frozen_towers=True, **kw))
+    (cache,) = made
+    assert cache.streams == (["general", "face"] if stage == 3 else ["face"])
+    assert cache.hits > 0 and cache.misses == len(cache)  # clips came back and were not encoded again
+    a, b = _state(plain.model), _state(cached.model)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+    assert any(not torch.equal(a[k], stages[stage][1][k]) for k in a if _component(k) == "general_encoder") \
+        == (stage == 2)  # the general tower did train in stage 2
+
+
 def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
     script = tmp_path / "ddp_worker.py"
     script.write_text(textwrap.dedent(f"""

@@ -106,7 +106,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
         t = time.perf_counter()
         fp = cfg.face_pretrain
         init = pretrain_face(load_config(FacePretrainConfig, None, {
-            "output_dir": str(out / "face_pretrain"), "model": cfg.model, "data": {"train_manifest": str(manifest)},
+            "output_dir": str(out / "face_pretrain"), "model": cfg.model,
+            "data": {"train_manifest": str(manifest), "cache_videos": True},
             "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
                       "warmup_steps": max(1, fp.max_steps // 20)},
             "log_every": max(1, fp.max_steps // 10),
@@ -119,7 +120,9 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
         st = cfg.stages[stage]
         tcfg = load_config(TrainConfig, None, {
             "stage": stage, "output_dir": str(out / f"stage{stage}"), "init_from": str(init) if init else None,
-            "model": cfg.model, "data": {"train_manifest": str(manifest)}, "tensorboard": False, "schedule": schedule,
+            "model": cfg.model, "data": {"train_manifest": str(manifest), "cache_videos": True},
+            "tensorboard": False, "schedule": schedule,
+            "cache_frozen_towers": True,  # small towers and clips: every clip's frames and frozen states fit in memory
             "optim": {"lr": st.lr, "max_steps": st.max_steps, "batch_size": st.batch_size, "scheduler": "cosine",
                       "warmup_steps": max(1, st.max_steps // 20)},
             "log_every": max(1, st.max_steps // 10), "save_every": st.max_steps, "keep_checkpoints": 1,

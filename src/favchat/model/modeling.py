@@ -43,18 +43,23 @@ COMPONENTS = ("general_encoder", "face_encoder", "text_proj", "low_level", "gene
 
 @dataclass
 class VideoFeatures:
-    """The towers' states of the blocks FaVChat reads: ``{block: (B, T·N_i, C_i)}`` per stream."""
+    """The towers' states of the blocks FaVChat reads: ``{block: (B, T·N_i, C_i)}`` per stream.
 
-    general: dict[int, torch.Tensor]
+    ``face`` is None for a model without a facial encoder. Either stream may be None in a *partial* cache
+    (e.g. the states of a frozen tower kept across steps): ``encode_video(..., known=)`` fills in the rest."""
+
+    general: dict[int, torch.Tensor] | None
     face: dict[int, torch.Tensor] | None
 
     @property
     def batch_size(self) -> int:
-        return next(iter(self.general.values())).shape[0]
+        return next(iter((self.general or self.face).values())).shape[0]
 
     def _map(self, fn) -> VideoFeatures:
-        face = None if self.face is None else {k: fn(v) for k, v in self.face.items()}
-        return VideoFeatures({k: fn(v) for k, v in self.general.items()}, face)
+        def each(states):
+            return None if states is None else {k: fn(v) for k, v in states.items()}
+
+        return VideoFeatures(each(self.general), each(self.face))
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VideoFeatures:
         return self._map(lambda t: t.to(device=device, dtype=dtype))
@@ -222,17 +227,33 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         else:
             yield
 
-    def encode_video(self, general_pixel_values: torch.Tensor,
-                     face_pixel_values: torch.Tensor | None = None) -> VideoFeatures:
-        """The towers only: the per-video cache (reuse it for every question about this video)."""
-        with self._autocast():
-            general = self.general_encoder(general_pixel_values.to(self.device))
-            face = None
-            if self.face_encoder is not None:
-                if face_pixel_values is None:
-                    raise ValueError("this model has a facial encoder: face_pixel_values are required")
-                face = self.face_encoder(face_pixel_values.to(self.device))
+    def encode_video(self, general_pixel_values: torch.Tensor | None,
+                     face_pixel_values: torch.Tensor | None = None,
+                     known: VideoFeatures | None = None) -> VideoFeatures:
+        """The towers only: the per-video cache (reuse it for every question about this video).
+
+        ``known``: states already computed for some stream (a partial ``VideoFeatures``); only the towers
+        it lacks run, and only their pixel values are needed."""
+        general = known.general if known is not None else None
+        face = known.face if known is not None else None
+        if general is None:
+            if general_pixel_values is None:
+                raise ValueError("general_pixel_values are required (or the general stream's states)")
+            general = self.encode_stream("general", general_pixel_values)
+        if self.face_encoder is not None and face is None:
+            if face_pixel_values is None:
+                raise ValueError("this model has a facial encoder: face_pixel_values are required "
+                                 "(or the facial stream's states)")
+            face = self.encode_stream("face", face_pixel_values)
         return VideoFeatures(general, face)
+
+    def encode_stream(self, stream: str, pixel_values: torch.Tensor) -> dict[int, torch.Tensor]:
+        """One tower: ``stream`` "general" or "face" → ``{block: (B, T·N_i, C_i)}``."""
+        tower = {"general": self.general_encoder, "face": self.face_encoder}[stream]
+        if tower is None:
+            raise ValueError(f"this model has no {stream} encoder")
+        with self._autocast():
+            return tower(pixel_values.to(self.device))
 
     def embed_question(self, question_ids: torch.Tensor) -> torch.Tensor:
         """T = LN(W_t · E_llm[q]) with the LLM's embedding table frozen (no gradient into it)."""
@@ -301,11 +322,13 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                               general_pixel_values: torch.Tensor | None = None,
                               face_pixel_values: torch.Tensor | None = None,
                               video_features: VideoFeatures | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ (LLM input embeddings (B, L, d_llm), adapter weights (B, 2))."""
-        if video_features is None:
-            if general_pixel_values is None:
-                raise ValueError("pass general_pixel_values (and face_pixel_values) or video_features")
-            video_features = self.encode_video(general_pixel_values, face_pixel_values)
+        """→ (LLM input embeddings (B, L, d_llm), adapter weights (B, 2)). ``video_features`` may be partial:
+        the pixel values of the streams it lacks are then required."""
+        if video_features is None and general_pixel_values is None:
+            raise ValueError("pass general_pixel_values (and face_pixel_values) or video_features")
+        if (video_features is None or video_features.general is None
+                or (self.face_encoder is not None and video_features.face is None)):
+            video_features = self.encode_video(general_pixel_values, face_pixel_values, known=video_features)
         dev = self.device
         video_embeds, weights = self.video_tokens(video_features.to(dev), question_ids.to(dev),
                                                   None if question_mask is None else question_mask.to(dev))

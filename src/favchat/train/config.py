@@ -43,6 +43,8 @@ class DataSection:
     val_manifest: str | None = None  # defaults to train_manifest's split=val
     num_workers: int = 0
     on_error: Literal["raise", "skip"] = "raise"  # what a video that fails to decode does
+    # keep each clip's decoded frames in memory (datasets.MemoizedLoader): decode once, not once per sample
+    cache_videos: bool = False
 
 
 @dataclass
@@ -80,6 +82,9 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    # keep the frozen towers' states of each clip in memory across steps (train/feature_cache.py: same
+    # training, less time when clips repeat; memory grows with the clips seen; not under FSDP / ZeRO-3)
+    cache_frozen_towers: bool = False
     max_new_tokens_eval: int = 32
     log_every: int = 10
     save_every: int = 50  # optimizer steps between checkpoints; the last step always saves

@@ -128,7 +128,7 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from favchat.data.datasets import load_clips
+    from favchat.data.datasets import MemoizedLoader, load_clips
     from favchat.train.trainer import SetupError, build_model
 
     out = Path(cfg.output_dir)
@@ -154,7 +154,8 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
     scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
                               num_training_steps=cfg.optim.max_steps)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
-    dataset = _ClipLabels(clips, processor.load_video, labels)
+    load_video = MemoizedLoader(processor.load_video) if cfg.data.cache_videos else processor.load_video
+    dataset = _ClipLabels(clips, load_video, labels)
 
     def collate(items):
         faces = processor.pixel_values([v for v, _ in items])[1]

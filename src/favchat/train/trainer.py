@@ -30,6 +30,7 @@ import yaml
 
 from favchat.config_io import to_dict
 from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
+from favchat.train.feature_cache import FrozenTowerCache
 from favchat.train.metrics_log import MetricsLogger
 
 log = logging.getLogger("favchat.train")
@@ -92,12 +93,12 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedType
     from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from favchat.data.datasets import Collator, EmotionQADataset, QADataset, SummaryDataset
+    from favchat.data.datasets import Collator, EmotionQADataset, MemoizedLoader, QADataset, SummaryDataset
 
     out = Path(cfg.output_dir)
     # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
@@ -110,8 +111,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model, processor = build_model(cfg.init_from, cfg.model, f"; stage {cfg.stage} starts from the "
                                    f"stage-{cfg.stage - 1} run's final/ folder")
 
+    load_video = MemoizedLoader(processor.load_video) if cfg.data.cache_videos else processor.load_video
+
     def stage_data(cls):
-        return cls(cfg.data.train_manifest, processor.load_video, split="train", on_error=cfg.data.on_error)
+        return cls(cfg.data.train_manifest, load_video, split="train", on_error=cfg.data.on_error)
 
     if cfg.stage == 0:  # the LLM learns the language of all the answers
         dataset = torch.utils.data.ConcatDataset([stage_data(SummaryDataset), stage_data(QADataset)])
@@ -135,6 +138,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
                               num_training_steps=cfg.optim.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    cache = None
+    if cfg.cache_frozen_towers:
+        # The cache runs the frozen towers of the unwrapped model outside the wrapper's forward: that needs
+        # whole (unsharded) weights.
+        ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        if accelerator.distributed_type == DistributedType.FSDP or (ds_plugin and ds_plugin.zero_stage == 3):
+            raise SetupError("cache_frozen_towers needs unsharded tower weights: not under FSDP or ZeRO-3")
+        cache = FrozenTowerCache(accelerator.unwrap_model(model))
+        if main:
+            log.info("frozen tower states cached per clip for streams %s", cache.streams or "none (all train)")
 
     def loader_factory(epoch: int, skip_batches: int):
         # A seeded order per epoch makes the data position (epoch, batch index) enough to resume exactly;
@@ -177,6 +190,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 epoch, i, batch = next(batches)
                 window["skipped"] += len(batch["skipped"])
             inputs = {k: v.to(accelerator.device) for k, v in batch["inputs"].items()}
+            if cache is not None:
+                inputs["video_features"] = cache.lookup(accelerator.unwrap_model(model), batch["clip_ids"], inputs)
             with accelerator.accumulate(model):
                 outputs = model(**inputs)
                 accelerator.backward(outputs.loss)
@@ -209,6 +224,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if step % cfg.save_every == 0 or step == cfg.optim.max_steps:
             save_checkpoint(accelerator, out, step, epoch, i + 1, cfg)
     logger.close()
+    if cache is not None and main:
+        log.info("tower cache: %d clips, %d hits, %d misses", len(cache), cache.hits, cache.misses)
     final = out / "final"
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
