@@ -11,7 +11,7 @@
   description requests, fixed per clip; the answer is the summary.
 - ``QADataset`` (stage 2): one sample per QA pair.
 - ``EmotionQADataset`` (stage 3): the emotion-intensive QA: emotion questions, plus every QA pair whose
-  answer asserts an emotion label (read through the taxonomy's lexicon).
+  answer asserts or denies an emotion label (read through the taxonomy's lexicon).
 - ``RLDataset`` (DE-GRPO): one sample per clip with a question and the ground-truth labels by group;
   the reward scores a response against ``labels``.
 
@@ -152,10 +152,12 @@ _EMOTIONS = frozenset(LABELS_BY_GROUP["emotion"])
 
 
 class EmotionQADataset(QADataset):
-    """Stage 3: emotion questions, and any QA pair whose answer asserts an emotion label."""
+    """Stage 3: emotion questions, and any QA pair whose answer asserts or denies an emotion label (so a
+    yes/no question about an emotion comes with its "no" answers too, not only its "yes" ones)."""
 
     def _keep(self, qa_type: str, answer: str) -> bool:
-        return qa_type == "emotion" or bool(mentioned_labels(answer)[0] & _EMOTIONS)
+        asserted, denied = mentioned_labels(answer)
+        return qa_type == "emotion" or bool((asserted | denied) & _EMOTIONS)
 
 
 class RLDataset(_ClipDataset):
