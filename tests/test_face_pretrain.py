@@ -78,3 +78,31 @@ def test_a_config_without_a_manifest_is_a_config_error(capsys):
 
     assert main(["pretrain-face"]) == 2
     assert "data.train_manifest is required" in capsys.readouterr().err
+
+
+def test_a_video_that_does_not_decode_is_skipped_or_named(tmp_path, manifest):
+    """``data.on_error`` as in the stage trainer: "skip" trains on the rest and counts it, "raise" names it."""
+    import csv
+
+    from favchat.data.datasets import SampleError
+
+    lines = manifest.read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    for r in recs:
+        r["video"] = str(manifest.parent / r["video"])
+    train = [k for k, r in enumerate(recs) if r["split"] == "train"]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    recs[train[0]]["video"] = str(bad)
+    broken = tmp_path / "m.jsonl"
+    broken.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    n_train = len(train)
+
+    with pytest.raises(SampleError, match=rf"{recs[train[0]]['id']}.*bad\.mp4"):
+        pretrain_face(_cfg(tmp_path / "raise", broken, batch_size=n_train, max_steps=1))
+    cfg = _cfg(tmp_path / "skip", broken, batch_size=n_train, max_steps=2)
+    cfg.data.on_error = "skip"
+    assert (pretrain_face(cfg) / "model.safetensors").is_file()
+    with open(tmp_path / "skip" / "face" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["skipped"]) for r in rows] == [1, 1]  # one whole epoch per step, the bad clip in each

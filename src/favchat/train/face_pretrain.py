@@ -70,22 +70,33 @@ class _LabelHead(nn.Module):
 
 
 class _ClipLabels(torch.utils.data.Dataset):
-    """Face frames and a multi-hot label vector per clip."""
+    """Face frames and a multi-hot label vector per clip; None for a clip whose video does not decode under
+    ``on_error="skip"`` (the collate function drops it), ``SampleError`` naming it under "raise"."""
 
-    def __init__(self, clips, load_video, labels: list[str]):
-        self.clips, self.load_video = clips, load_video
+    def __init__(self, clips, load_video, labels: list[str], on_error: str = "raise"):
+        self.clips, self.load_video, self.on_error = clips, load_video, on_error
         self.index = {n: k for k, n in enumerate(labels)}
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, i: int):
+        from favchat.data.datasets import SampleError
+        from favchat.data.video import VideoDecodeError
+
         c = self.clips[i]
         y = torch.zeros(len(self.index))
         for n in c.all_labels:
             if n in self.index:
                 y[self.index[n]] = 1.0
-        return self.load_video(str(c.video_path), c.frame_range), y
+        try:
+            return self.load_video(str(c.video_path), c.frame_range), y
+        except (VideoDecodeError, OSError) as e:
+            msg = f"clip {c.id}: cannot load video {c.video_path}: {e}"
+            if self.on_error == "raise":
+                raise SampleError(msg) from e
+            log.warning("skipped %s", msg)
+            return None
 
 
 def label_loss(logits: torch.Tensor, targets: torch.Tensor, exclusive: list[list[int]]) -> torch.Tensor:
@@ -155,11 +166,14 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
                               num_training_steps=cfg.optim.max_steps)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
     load_video = MemoizedLoader(processor.load_video) if cfg.data.cache_videos else processor.load_video
-    dataset = _ClipLabels(clips, load_video, labels)
+    dataset = _ClipLabels(clips, load_video, labels, cfg.data.on_error)
 
     def collate(items):
-        faces = processor.pixel_values([v for v, _ in items])[1]
-        return faces, torch.stack([y for _, y in items])
+        """(face pixels, targets, clips skipped); pixels and targets are None when no video of the batch decoded."""
+        ok = [it for it in items if it is not None]
+        if not ok:
+            return None, None, len(items)
+        return processor.pixel_values([v for v, _ in ok])[1], torch.stack([y for _, y in ok]), len(items) - len(ok)
 
     def batches():
         epoch = 0
@@ -175,9 +189,12 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
     logger = MetricsLogger(out, enabled=main, tensorboard=False)
     net.train()
     it = batches()
-    window, n, t0 = 0.0, 0, time.perf_counter()
+    window, n, samples, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
     for step in tqdm(range(1, cfg.optim.max_steps + 1), desc="facial encoder", disable=not (progress and main)):
-        faces, targets = next(it)
+        faces, targets, lost = next(it)
+        while faces is None:  # every video of the batch failed to decode (on_error="skip")
+            skipped += lost
+            faces, targets, lost = next(it)
         loss = label_loss(net(faces), targets, list(exclusive.values()))
         accelerator.backward(loss)
         if cfg.optim.max_grad_norm > 0:
@@ -186,11 +203,12 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         window, n = window + loss.detach().float().item(), n + 1
+        samples, skipped = samples + faces.shape[0], skipped + lost
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps:
             dt = time.perf_counter() - t0
             logger.log(step, {"loss": window / n, "lr": scheduler.get_last_lr()[0],
-                              "samples_per_s": n * faces.shape[0] * accelerator.num_processes / dt})
-            window, n, t0 = 0.0, 0, time.perf_counter()
+                              "samples_per_s": samples * accelerator.num_processes / dt, "skipped": skipped})
+            window, n, samples, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
     logger.close()
 
     net = accelerator.unwrap_model(net)
@@ -199,8 +217,8 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
         val = load_clips(cfg.data.val_manifest or cfg.data.train_manifest, split="val")[: cfg.eval_clips]
         if val:
             report["val_clips"] = len(val)
-            report["val"] = _evaluate(net, _ClipLabels(val, processor.load_video, labels), collate, exclusive,
-                                      accelerator.device)
+            report["val"] = _evaluate(net, _ClipLabels(val, processor.load_video, labels, cfg.data.on_error),
+                                      collate, exclusive, accelerator.device)
             log.info("facial encoder heads on %d val clips: %s", len(val),
                      ", ".join(f"{k} {v:.3f}" for k, v in report["val"].items()))
     final = out / "final"
@@ -218,6 +236,10 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
 def _evaluate(net: _LabelHead, dataset, collate, exclusive, device) -> dict[str, float]:
     net.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=collate)
-    logits, targets = zip(*[(net(f.to(device)).float().cpu(), y) for f, y in loader], strict=True)
+    logits, targets = [], []
+    for faces, y, _ in loader:
+        if faces is not None:  # a batch none of whose videos decoded (on_error="skip")
+            logits.append(net(faces.to(device)).float().cpu())
+            targets.append(y)
     net.train()
-    return evaluate_heads(torch.cat(logits), torch.cat(targets), exclusive)
+    return evaluate_heads(torch.cat(logits), torch.cat(targets), exclusive) if logits else {}
