@@ -167,6 +167,16 @@ def test_cached_frozen_towers_train_the_same_weights(tmp_path, manifest, stages,
         == (stage == 2)  # the general tower did train in stage 2
 
 
+def test_the_tower_cache_is_refused_where_weights_are_sharded(tmp_path, manifest, monkeypatch):
+    import accelerate
+    from accelerate import DistributedType
+
+    monkeypatch.setattr(accelerate.Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    with pytest.raises(SetupError, match="not under FSDP or ZeRO-3"):
+        train(_cfg(tmp_path, manifest, 1, "fsdp", cache_frozen_towers=True))
+    assert not (tmp_path / "fsdp").exists()  # refused before anything was written
+
+
 def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
     script = tmp_path / "ddp_worker.py"
     script.write_text(textwrap.dedent(f"""

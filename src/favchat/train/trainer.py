@@ -126,6 +126,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                          f"({STAGE_TASK[cfg.stage]})")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if cfg.cache_frozen_towers:
+        # The cache runs the frozen towers of the unwrapped model outside the wrapper's forward: that needs
+        # whole (unsharded) weights.
+        ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        if accelerator.distributed_type == DistributedType.FSDP or (ds_plugin and ds_plugin.zero_stage == 3):
+            raise SetupError("cache_frozen_towers needs unsharded tower weights: not under FSDP or ZeRO-3")
     trainable = apply_schedule(model, cfg)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if main:
@@ -140,11 +146,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     cache = None
     if cfg.cache_frozen_towers:
-        # The cache runs the frozen towers of the unwrapped model outside the wrapper's forward: that needs
-        # whole (unsharded) weights.
-        ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-        if accelerator.distributed_type == DistributedType.FSDP or (ds_plugin and ds_plugin.zero_stage == 3):
-            raise SetupError("cache_frozen_towers needs unsharded tower weights: not under FSDP or ZeRO-3")
         cache = FrozenTowerCache(accelerator.unwrap_model(model))
         if main:
             log.info("frozen tower states cached per clip for streams %s", cache.streams or "none (all train)")
