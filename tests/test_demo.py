@@ -10,7 +10,7 @@ import yaml
 from favchat.cli import main
 from favchat.data.manifest import read_manifest
 from favchat.demo import EvalSection, evaluate_facesynth
-from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct
+from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct, blind_answers
 
 
 @pytest.mark.slow
@@ -25,6 +25,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert {"attribute", "action", "emotion", "yesno", "all"} <= set(m["accuracy"])
     for v in m["accuracy"].values():
         assert 0.0 <= v["accuracy"] <= 1.0 and v["n"] >= 1
+    assert {t: v["n"] for t, v in m["blind_baseline"].items()} == {t: v["n"] for t, v in m["accuracy"].items()}
     assert set(m["captions"]) == {"n", "cider", "rouge_l"}
     assert m["example"]["question"] and isinstance(m["example"]["answer"], str)
     assert (out / "stage3" / "final" / "model.safetensors").is_file()
@@ -36,7 +37,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
-    assert "Facial encoder pretraining" in printed
+    assert "Facial encoder pretraining" in printed and "| blind baseline |" in printed
 
     # A recipe is tuned on the val split, never on test: the same evaluation reads the other held-out clips.
     val = evaluate_facesynth(out / "stage3" / "final", out / "data" / "manifest.jsonl", tmp_path / "val_eval",
@@ -99,3 +100,18 @@ def test_the_shipped_recipes_load():
         assert load_demo_config(quick).stages
     smol = load_demo_config(False, str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml"))
     assert smol.model["preset"] == "smollm2" and sorted(smol.stages) == [1, 2, 3]
+
+
+def test_the_blind_baseline_answers_each_question_as_training_most_often_did():
+    from favchat.data.manifest import QA, Clip
+
+    def clip(i, *qa):
+        return Clip(id=f"c{i}", video="v.mp4", qa=[QA(q, a, t) for q, a, t in qa])
+
+    hair = "What colour is the person's hair?"
+    train = [clip(0, (hair, "The person has black hair.", "attribute"), ("Is it?", "No.", "yesno")),
+             clip(1, (hair, "The person has blond hair.", "attribute"), ("Is it?", "Yes.", "yesno")),
+             clip(2, (hair, "The person has blond hair.", "attribute"), ("Describe.", "A face.", "description"))]
+    by_question, by_type = blind_answers(train)
+    assert by_question == {hair: "The person has blond hair.", "Is it?": "No."}  # a tie: the first seen
+    assert by_type == {"attribute": "The person has blond hair.", "yesno": "No."}  # descriptions are not scored

@@ -155,7 +155,7 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     from favchat.data.manifest import read_manifest
     from favchat.eval import metrics as M
     from favchat.eval.predict import ModelPredictor, Request, VideoRef, predict
-    from favchat.eval.qa_accuracy import SCORED_TYPES, QAItem, accuracy_by_type
+    from favchat.eval.qa_accuracy import SCORED_TYPES, QAItem, accuracy_by_type, blind_answers
 
     clips = sorted(read_manifest(manifest, split=ecfg.split), key=lambda c: c.id)[: ecfg.max_clips]
     if not clips:
@@ -172,6 +172,9 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     items = [QAItem(r.id, r.extra["type"], r.question, r.extra["reference"], preds[r.id]["answer"])
              for r in requests if r.extra["type"] in SCORED_TYPES]
     acc = accuracy_by_type(items)
+    by_question, by_type = blind_answers(read_manifest(manifest, split="train"))
+    blind = accuracy_by_type(QAItem(it.id, it.type, it.question, it.reference,
+                                    by_question.get(it.question, by_type.get(it.type, ""))) for it in items)
     desc = [r for r in requests if r.extra["type"] == "description"]
     refs = {r.id: [r.extra["reference"]] for r in desc}
     hyps = {r.id: preds[r.id]["answer"] for r in desc}
@@ -181,15 +184,19 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     example = {"clip": example_clip.id, "video": str(example_clip.video_path), "question": question,
                "answer": predictor(VideoRef(example_clip.video_path, example_clip.frame_range), question),
                "ground_truth": example_clip.labels}
-    return {"split": ecfg.split, "clips": len(clips), "accuracy": acc, "captions": captions, "example": example}
+    return {"split": ecfg.split, "clips": len(clips), "accuracy": acc, "blind_baseline": blind,
+            "captions": captions, "example": example}
 
 
 def render_report(m: dict[str, Any]) -> str:
     lines = ["# FaVChat demo report", "",
              f"Checkpoint: `{m['checkpoint']}`; held-out {m['split']} clips: {m['clips']}.",
-             "", "## Answer accuracy on held-out identities", "", "| question type | accuracy | n |", "|---|---|---|"]
+             "", "## Answer accuracy on held-out identities", "",
+             "Blind baseline: the answer most often given to the same question in the training clips, whatever "
+             "the video. Above it, the model reads the video.", "",
+             "| question type | accuracy | blind baseline | n |", "|---|---|---|---|"]
     for t, v in m["accuracy"].items():
-        lines.append(f"| {t} | {100 * v['accuracy']:.1f}% | {v['n']} |")
+        lines.append(f"| {t} | {100 * v['accuracy']:.1f}% | {100 * m['blind_baseline'][t]['accuracy']:.1f}% | {v['n']} |")
     if m["captions"]:
         c = m["captions"]
         lines += ["", "## Descriptions", "", "| CIDEr | ROUGE-L | n |", "|---|---|---|",

@@ -7,14 +7,19 @@ Used on FaceSynth, whose reference answers name taxonomy labels exactly. For a q
 - ``action`` / ``emotion``: the labels of that group asserted by the prediction equal the reference's
   (these questions ask for all of them: a missing or an extra action is wrong);
 - other types (``temporal``, ``description``) are not scored here (CIDEr, ROUGE-L and the judge are).
+
+``blind_answers`` gives the baseline a model must beat: for each question, the answer most often given to it
+in the training clips, whatever the video.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from favchat.data.manifest import Clip
 from favchat.data.taxonomy import BY_NAME, contradicts, mentioned_labels
 
 SCORED_TYPES = ("attribute", "action", "emotion", "yesno")
@@ -63,3 +68,20 @@ def accuracy_by_type(items: Iterable[QAItem]) -> dict[str, dict[str, float]]:
     if every:
         out["all"] = {"accuracy": sum(every) / len(every), "n": len(every)}
     return out
+
+
+def blind_answers(train: Iterable[Clip]) -> tuple[dict[str, str], dict[str, str]]:
+    """The answers of a model that does not look at the video: ``(by question, by type)``, each the most
+    frequent training answer to that question (to any question of that type, for a question never seen)."""
+    by_question: dict[str, Counter] = {}
+    by_type: dict[str, Counter] = {}
+    for clip in train:
+        for qa in clip.qa:
+            if qa.type in SCORED_TYPES:
+                by_question.setdefault(qa.question, Counter())[qa.answer] += 1
+                by_type.setdefault(qa.type, Counter())[qa.answer] += 1
+
+    def top(counts: dict[str, Counter]) -> dict[str, str]:
+        return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+    return top(by_question), top(by_type)
