@@ -85,6 +85,15 @@ def load_clips(source: Source, split: str | None = None, check_videos: bool = Tr
     raise TypeError("source must be a manifest path, a list of manifest paths, or a list of Clip")
 
 
+def load_clip_video(load_video: Callable[..., Any], clip: Clip, what: str) -> Any:
+    """``load_video`` on the clip's file and frame range. A video that does not decode raises ``SampleError``
+    naming ``what`` and the file; other errors are bugs, not bad files: they propagate as they are."""
+    try:
+        return load_video(str(clip.video_path), clip.frame_range)
+    except (VideoDecodeError, OSError) as e:
+        raise SampleError(f"{what}: cannot load video {clip.video_path}: {e}") from e
+
+
 class _ClipDataset(Dataset, abc.ABC):
     """Shared machinery: a list of samples, video loading, the error policy."""
 
@@ -110,14 +119,13 @@ class _ClipDataset(Dataset, abc.ABC):
     def __getitem__(self, idx: int) -> dict[str, Any] | Skipped:
         s = self.samples[idx]
         try:
-            video = self.load_video(str(s.clip.video_path), s.clip.frame_range)
-        except (VideoDecodeError, OSError) as e:  # other errors are bugs, not bad files: they propagate
-            msg = f"sample {s.id}: cannot load video {s.clip.video_path}: {e}"
+            video = load_clip_video(self.load_video, s.clip, f"sample {s.id}")
+        except SampleError as e:
             if self.on_error == "raise":
-                raise SampleError(msg) from e
+                raise
             self.num_skipped += 1
-            log.warning("skipped %s (skipped so far in this process: %d)", msg, self.num_skipped)
-            return Skipped(s.id, str(s.clip.video_path), str(e))
+            log.warning("skipped %s (skipped so far in this process: %d)", e, self.num_skipped)
+            return Skipped(s.id, str(s.clip.video_path), str(e.__cause__))
         return {"id": s.id, "clip_id": s.clip.id, "video": video, "question": s.question, "answer": s.answer,
                 "qa_type": s.qa_type, "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
 

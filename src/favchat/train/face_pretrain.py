@@ -81,8 +81,7 @@ class _ClipLabels(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int):
-        from favchat.data.datasets import SampleError
-        from favchat.data.video import VideoDecodeError
+        from favchat.data.datasets import SampleError, load_clip_video
 
         c = self.clips[i]
         y = torch.zeros(len(self.index))
@@ -90,12 +89,11 @@ class _ClipLabels(torch.utils.data.Dataset):
             if n in self.index:
                 y[self.index[n]] = 1.0
         try:
-            return self.load_video(str(c.video_path), c.frame_range), y
-        except (VideoDecodeError, OSError) as e:
-            msg = f"clip {c.id}: cannot load video {c.video_path}: {e}"
+            return load_clip_video(self.load_video, c, f"clip {c.id}"), y
+        except SampleError as e:
             if self.on_error == "raise":
-                raise SampleError(msg) from e
-            log.warning("skipped %s", msg)
+                raise
+            log.warning("skipped %s", e)
             return None
 
 

@@ -5,8 +5,8 @@ every time) to the same states, so every later sample of that clip (its other QA
 reuses them and only the towers that train run at each step. Training is the same with or without the
 cache (``tests/test_train_stages.py`` checks equal weights); what changes is the time per step.
 
-    cache = FrozenTowerCache(model)             # after the stage's freezing
-    feats = cache.lookup(model, batch["clip_ids"], inputs)  # pops the cached streams' pixel values
+    cache = FrozenTowerCache(model)              # after the stage's freezing (the unwrapped model)
+    feats = cache.lookup(batch["clip_ids"], inputs)  # pops the cached streams' pixel values
     out = model(**inputs, video_features=feats)  # the other towers run from their pixel values
 
 Memory: for each clip and frozen tower, the states of the blocks FaVChat reads, on the training device:
@@ -26,6 +26,7 @@ STREAMS = ("general", "face")
 
 class FrozenTowerCache:
     def __init__(self, model) -> None:
+        self.model = model
         towers = {"general": model.general_encoder, "face": model.face_encoder}
         # The streams whose tower has no trainable weight in this stage; the others run every step.
         self.streams = [s for s in STREAMS
@@ -37,7 +38,7 @@ class FrozenTowerCache:
         """Clips held."""
         return len(self._states[self.streams[0]]) if self.streams else 0
 
-    def lookup(self, model, clip_ids: list[str], inputs: dict[str, torch.Tensor]) -> VideoFeatures | None:
+    def lookup(self, clip_ids: list[str], inputs: dict[str, torch.Tensor]) -> VideoFeatures | None:
         """The cached streams' states for a batch (clips not seen before are encoded and stored). The cached
         streams' ``{stream}_pixel_values`` are removed from ``inputs``; None when no tower is frozen."""
         if not self.streams:
@@ -53,7 +54,7 @@ class FrozenTowerCache:
             pixels = inputs.pop(f"{s}_pixel_values")
             if new:
                 with torch.no_grad():
-                    states = model.encode_stream(s, pixels[rows])
+                    states = self.model.encode_stream(s, pixels[rows])
                 for j, c in enumerate(new):
                     store[c] = {k: v[j] for k, v in states.items()}
             out[s] = {k: torch.stack([store[c][k] for c in clip_ids]) for k in store[clip_ids[0]]}

@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 window["skipped"] += len(batch["skipped"])
             inputs = {k: v.to(accelerator.device) for k, v in batch["inputs"].items()}
             if cache is not None:
-                inputs["video_features"] = cache.lookup(accelerator.unwrap_model(model), batch["clip_ids"], inputs)
+                inputs["video_features"] = cache.lookup(batch["clip_ids"], inputs)
             with accelerator.accumulate(model):
                 outputs = model(**inputs)
                 accelerator.backward(outputs.loss)
