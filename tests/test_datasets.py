@@ -1,4 +1,4 @@
-"""Stage 1/2/3 and RL datasets over a FaceSynth manifest, with the real FaVChatProcessor (tiny preset)."""
+"""Stage 0/1/2/3 and RL datasets over a FaceSynth manifest, with the real FaVChatProcessor (tiny preset)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ from torch.utils.data import DataLoader
 from favchat.data.datasets import (
     Collator,
     EmotionQADataset,
+    LabelReadingDataset,
     MemoizedLoader,
     QADataset,
     RLDataset,
     SampleError,
     Skipped,
     SummaryDataset,
+    label_phrases,
 )
 from favchat.data.manifest import read_manifest
 from favchat.data.synth import SynthConfig, generate
-from favchat.data.taxonomy import LABELS_BY_GROUP, mentioned_labels
+from favchat.data.taxonomy import BY_NAME, LABELS_BY_GROUP, mentioned_labels
 from favchat.data.video import VideoDecodeError
 
 
@@ -59,6 +61,42 @@ def test_samples_per_stage(manifest: Path, processor):
     assert item["answer"] == clips[0].summary and item["labels"] == clips[0].labels
     assert item["video"].general.shape == (processor.num_general_frames, processor.image_size, processor.image_size, 3)
     assert QADataset(manifest, processor.load_video, qa_types=["yesno"]).samples[0].qa_type == "yesno"
+
+
+def test_label_reading_puts_each_clips_labels_in_the_video_slots(manifest: Path, processor):
+    def no_decoding(path, frame_range=None):
+        raise AssertionError("stage 0 must not decode videos")
+
+    clips = read_manifest(manifest)
+    ds = LabelReadingDataset(manifest, no_decoding)
+    assert len(ds) == sum(len(c.qa) + 1 for c in clips)  # every QA pair and the summary of each clip
+    clip = next(c for c in clips if len(c.labels["action"]) >= 2 and c.events)
+    phrases = label_phrases(clip)
+    assert phrases[:len(clip.labels["appearance"])] == [BY_NAME[n].phrase for n in clip.labels["appearance"]]
+    first = {}
+    for e in clip.events:
+        first.setdefault(e.label, e.start)
+    by_phrase = {lab.phrase: name for name, lab in BY_NAME.items()}
+    acts = phrases[len(clip.labels["appearance"]):-1]
+    assert [first[by_phrase[a]] for a in acts] == sorted(first[a] for a in clip.labels["action"])
+    assert phrases[-1] == BY_NAME[clip.labels["emotion"][0]].phrase
+    items = [ds[i] for i in range(len(ds)) if ds.samples[i].clip.id == clip.id]
+    assert all(sorted(it["phrases"]) == sorted(phrases) and it["video"] is None for it in items)
+    assert len({tuple(it["phrases"]) for it in items}) > 1  # each sample its own order
+    again = LabelReadingDataset(manifest, no_decoding)
+    assert [again[i]["phrases"] for i in range(len(ds))] == [ds[i]["phrases"] for i in range(len(ds))]
+
+    batch = Collator(processor)([ds[0], ds[1], ds[2]])
+    inputs = batch["inputs"]
+    assert "general_pixel_values" not in inputs and "face_pixel_values" not in inputs
+    n_q = processor.num_query_tokens
+    assert inputs["slot_ids"].shape[:2] == (3, n_q) and inputs["slot_mask"].shape == inputs["slot_ids"].shape
+    for b in range(3):
+        shown = ds[b]["phrases"][:n_q]
+        assert inputs["slot_mask"][b].any(-1).sum() == len(shown)
+        for k, phrase in enumerate(shown):
+            ids = inputs["slot_ids"][b, k][inputs["slot_mask"][b, k].bool()].tolist()
+            assert processor.tokenizer.decode(ids) == " " + phrase
 
 
 def test_dataloader_with_workers_and_collator(manifest: Path, processor):

@@ -58,6 +58,31 @@ def test_forward_loss_is_on_answer_tokens_only():
     assert len(hs) == model.config.text_config.num_hidden_layers + 1
 
 
+def test_label_phrases_fill_the_video_slots():
+    """Stage 0's input: one phrase per video slot (its mean token embedding), no video, no visual levels."""
+    model, proc = tiny()
+    b = proc(None, QUESTIONS, ANSWERS)
+    assert "general_pixel_values" not in b
+    ids, mask = proc.encode_phrases([["black hair", "smiles"], ["happy"]])
+    assert ids.shape[:2] == (2, model.config.num_query_tokens)
+    slots = model.phrase_slots(ids, mask)
+    table = model.get_input_embeddings().weight
+    black = proc.tokenizer(" black hair", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(slots[0, 0], table[black].mean(0))
+    assert slots[1, 1:].abs().sum() == 0  # empty slots
+    out = model(**b, slot_ids=ids, slot_mask=mask)
+    assert out.adapter_weights is None and torch.isfinite(out.loss)
+    # Each sample reads its own slots: other phrases change its logits, and only its own.
+    ids2, mask2 = proc.encode_phrases([["blond hair", "smiles"], ["happy"]])
+    out2 = model(**b, slot_ids=ids2, slot_mask=mask2)
+    assert not torch.allclose(out2.logits[0], out.logits[0])
+    torch.testing.assert_close(out2.logits[1], out.logits[1])
+    out.loss.backward()
+    assert table.grad[black[0]].abs().sum() > 0  # the phrase embeddings learn too
+    many = proc.encode_phrases([[f"phrase {i}" for i in range(model.config.num_query_tokens + 3)]])[1]
+    assert many.any(-1).sum() == model.config.num_query_tokens  # the first N_q phrases
+
+
 def _fix_params(model) -> None:
     """Break the symmetry of zero-initialised pieces so every switch shows in the outputs."""
     if model.static_weights is not None:

@@ -1,4 +1,4 @@
-"""The three supervised stages on the tiny preset: freezing schedule, exact resume, 2-process DDP, bad input."""
+"""The supervised stages (0-3) on the tiny preset: freezing schedule, exact resume, 2-process DDP, bad input."""
 
 from __future__ import annotations
 
@@ -52,13 +52,13 @@ def _component(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory, manifest):
-    """Run stages 1, 2, 3 in a chain; keep each stage's weights before and after."""
+    """Run stages 0, 1, 2, 3 in a chain; keep each stage's weights before and after."""
     from favchat import FaVChatForConditionalGeneration
 
     tmp = tmp_path_factory.mktemp("stages")
     out = {}
     init = None
-    for stage in (1, 2, 3):
+    for stage in (0, 1, 2, 3):
         cfg = _cfg(tmp, manifest, stage, f"stage{stage}", init_from=str(init) if init else None)
         if init is None:
             from favchat import FaVChatConfig
@@ -73,7 +73,7 @@ def stages(tmp_path_factory, manifest):
     return out
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_each_stage_changes_exactly_its_components(stages, stage):
     cfg, before, res = stages[stage]
     after = _state(res.model)

@@ -6,7 +6,8 @@
 1. Generate FaceSynth clips (procedural facial videos with exact labels; held-out identities in test).
 2. The facial encoder (ImageNet EfficientNet-Lite0) gets its face-task pretraining on the training clips'
    labels (``favchat.train.face_pretrain``: what FaceXFormer's encoder brings in the paper). Stage 0 teaches
-   the from-scratch tiny LLM the answers' language (see train/config.py); then stages 1, 2 and 3 train with
+   the from-scratch tiny LLM to answer from label phrases put in the video slots (see train/config.py), so
+   that the visual levels have a reader to write for; then stages 1, 2 and 3 train with
    the paper's freezing schedule, except that the pretrained facial encoder stays frozen (the recipe's
    ``schedule``), each from the previous one's checkpoint.
 3. Evaluate on the held-out test split: answer accuracy per question group (attribute, action, emotion,

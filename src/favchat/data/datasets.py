@@ -7,6 +7,8 @@
         out = model(**batch["inputs"])            # input_ids, labels (answer tokens only), pixel values, ...
         n_bad += len(batch["skipped"])            # clips that failed to decode in this batch
 
+- ``LabelReadingDataset`` (stage 0, for an LLM built from scratch): every summary and QA pair of a clip,
+  with the clip's labels as taxonomy phrases in place of its video (``label_phrases``; nothing is decoded).
 - ``SummaryDataset`` (stage 1): one sample per clip with a summary; the question is one of a few
   description requests, fixed per clip; the answer is the summary.
 - ``QADataset`` (stage 2): one sample per QA pair.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +38,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from favchat.data.manifest import Clip, read_manifest
-from favchat.data.taxonomy import GROUPS, LABELS_BY_GROUP, mentioned_labels
+from favchat.data.taxonomy import BY_NAME, GROUPS, LABELS_BY_GROUP, mentioned_labels
 from favchat.data.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -130,14 +133,29 @@ class _ClipDataset(Dataset, abc.ABC):
                 "qa_type": s.qa_type, "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
 
 
+def label_phrases(clip: Clip) -> list[str]:
+    """The clip's labels as taxonomy phrases: appearance, then the actions in the order their events start
+    (label order for actions without an event), then the emotion."""
+    start = {}
+    for e in clip.events:
+        start.setdefault(e.label, e.start)
+    actions = sorted(clip.labels.get("action", []), key=lambda a: start.get(a, float("inf")))
+    names = [*clip.labels.get("appearance", []), *actions, *clip.labels.get("emotion", [])]
+    return [BY_NAME[n].phrase for n in names]
+
+
+def _summary_samples(clip: Clip) -> list[_Sample]:
+    if not clip.summary:
+        return []
+    prompt = SUMMARY_PROMPTS[sum(map(ord, clip.id)) % len(SUMMARY_PROMPTS)]  # fixed per clip, varied across
+    return [_Sample(f"{clip.id}#summary", clip, prompt, clip.summary, "description")]
+
+
 class SummaryDataset(_ClipDataset):
     """Stage 1: video → summary. Clips without a summary are left out."""
 
     def _samples_of(self, clip: Clip) -> list[_Sample]:
-        if not clip.summary:
-            return []
-        prompt = SUMMARY_PROMPTS[sum(map(ord, clip.id)) % len(SUMMARY_PROMPTS)]  # fixed per clip, varied across
-        return [_Sample(f"{clip.id}#summary", clip, prompt, clip.summary, "description")]
+        return _summary_samples(clip)
 
 
 class QADataset(_ClipDataset):
@@ -166,6 +184,27 @@ class EmotionQADataset(QADataset):
     def _keep(self, qa_type: str, answer: str) -> bool:
         asserted, denied = mentioned_labels(answer)
         return qa_type == "emotion" or bool((asserted | denied) & _EMOTIONS)
+
+
+class LabelReadingDataset(QADataset):
+    """Stage 0: an LLM built from scratch learns to answer from what the video slots hold. Every summary
+    and QA pair of a clip comes with the clip's label phrases (``label_phrases``) instead of its video; the
+    model puts one phrase in each video slot (``slot_ids``). Each sample shows its phrases in its own fixed
+    order (seeded by the sample id), so the LLM learns to read them as a set, in any slot. ``qa_types`` keeps
+    only those QA types (the summary always stays). Clips without labels are left out; no video is decoded."""
+
+    def _samples_of(self, clip: Clip) -> list[_Sample]:
+        if not any(clip.labels.get(g) for g in GROUPS):
+            return []
+        return _summary_samples(clip) + super()._samples_of(clip)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        s = self.samples[idx]
+        phrases = label_phrases(s.clip)
+        random.Random(s.id).shuffle(phrases)
+        return {"id": s.id, "clip_id": s.clip.id, "video": None, "phrases": phrases, "question": s.question,
+                "answer": s.answer, "qa_type": s.qa_type,
+                "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
 
 
 class RLDataset(_ClipDataset):
@@ -205,7 +244,8 @@ class Collator:
 
     Returns ``{"inputs": <processor output>, "ids", "clip_ids", "questions", "answers", "qa_types",
     "gt_labels", "skipped"}``; ``inputs`` is None when every item of the batch was skipped. ``with_answers=False``
-    (generation, RL) leaves the answers out of the processor call.
+    (generation, RL) leaves the answers out of the processor call. Items with ``phrases`` instead of a video
+    (``LabelReadingDataset``) give text-only inputs with the phrases as ``slot_ids`` / ``slot_mask``.
     """
 
     processor: Callable[..., Any]
@@ -223,6 +263,11 @@ class Collator:
         if ok:
             if self.with_answers and any(a is None for a in batch["answers"]):
                 raise ValueError("with_answers=True but some samples have no answer (use with_answers=False)")
-            batch["inputs"] = self.processor(videos=[it["video"] for it in ok], questions=batch["questions"],
+            reading = "phrases" in ok[0]
+            batch["inputs"] = self.processor(videos=None if reading else [it["video"] for it in ok],
+                                             questions=batch["questions"],
                                              answers=batch["answers"] if self.with_answers else None)
+            if reading:
+                batch["inputs"]["slot_ids"], batch["inputs"]["slot_mask"] = self.processor.encode_phrases(
+                    [it["phrases"] for it in ok])
         return batch

@@ -334,18 +334,37 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                                                   None if question_mask is None else question_mask.to(dev))
         return self.merge_video_tokens(input_ids.to(dev), video_embeds), weights
 
+    def phrase_slots(self, slot_ids: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
+        """Phrases as video tokens (stage 0): (B, N_q, P) token ids → (B, N_q, d_llm), each slot the mean of
+        its phrase's token embeddings (zero for an empty slot). The embeddings get the gradient."""
+        e = self.get_input_embeddings()(slot_ids.to(self.device))  # (B, N_q, P, d_llm)
+        m = slot_mask.to(device=e.device, dtype=e.dtype).unsqueeze(-1)
+        return (e * m).sum(2) / m.sum(2).clamp_min(1)
+
     # ---------------------------------------------------------------- forward / generate
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 question_ids: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
                 general_pixel_values: torch.Tensor | None = None, face_pixel_values: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, video_features: VideoFeatures | None = None,
+                slot_ids: torch.Tensor | None = None, slot_mask: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None, **kwargs) -> FaVChatOutput:
-        """Next-token loss on the answer tokens only (``labels`` is -100 everywhere else)."""
-        if question_ids is None:
-            raise ValueError("question_ids are required: the prompt-query levels are guided by the question")
+        """Next-token loss on the answer tokens only (``labels`` is -100 everywhere else).
+
+        ``slot_ids`` / ``slot_mask`` (stage 0, ``FaVChatProcessor.encode_phrases``): label phrases fill the
+        video slots instead of the video's tokens (``phrase_slots``); the visual levels do not run and
+        ``adapter_weights`` is None."""
         with self._autocast():
-            embeds, weights = self.prepare_inputs_embeds(input_ids, question_ids, question_mask,
-                                                         general_pixel_values, face_pixel_values, video_features)
+            if slot_ids is not None:
+                if slot_mask is None:
+                    raise ValueError("slot_ids need their slot_mask (FaVChatProcessor.encode_phrases)")
+                embeds, weights = self.merge_video_tokens(input_ids.to(self.device),
+                                                          self.phrase_slots(slot_ids, slot_mask)), None
+            elif question_ids is None:
+                raise ValueError("question_ids are required: the prompt-query levels are guided by the question")
+            else:
+                embeds, weights = self.prepare_inputs_embeds(input_ids, question_ids, question_mask,
+                                                             general_pixel_values, face_pixel_values,
+                                                             video_features)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             attention_mask = attention_mask.to(self.device)

@@ -232,22 +232,24 @@ class FaVChatProcessor:
         answer_ids = self.tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
         return ids + answer_ids, [-100] * len(ids) + answer_ids
 
-    def __call__(self, videos: Sequence[VideoInputs | str | os.PathLike | np.ndarray], questions: Sequence[str],
+    def __call__(self, videos: Sequence[VideoInputs | str | os.PathLike | np.ndarray] | None,
+                 questions: Sequence[str],
                  answers: Sequence[str] | None = None, history: Sequence[Sequence[tuple[str, str]]] | None = None,
                  return_tensors: str = "pt", padding_side: str | None = None):
         """A padded batch. ``padding_side`` defaults to right with answers (training), left without
-        (generation, so every prompt ends where the answer starts)."""
+        (generation, so every prompt ends where the answer starts). ``videos=None``: text only, no pixel
+        values (stage 0 fills the video slots with label phrases: ``encode_phrases``)."""
         from transformers import BatchFeature
 
         if return_tensors != "pt":
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
         n = len(questions)
-        if len(videos) != n or (answers is not None and len(answers) != n) or (history is not None and len(history) != n):
-            raise ValueError(f"videos ({len(videos)}), questions ({n}), answers and history must have the same length")
+        if any(x is not None and len(x) != n for x in (videos, answers, history)):
+            raise ValueError(f"videos, answers and history need one entry per question ({n}); lengths: "
+                             f"{[None if x is None else len(x) for x in (videos, answers, history)]}")
         side = padding_side or ("right" if answers is not None else "left")
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
-        inputs = [v if isinstance(v, VideoInputs) else self.load_video(v) for v in videos]
         texts = [self.encode_text(questions[i], None if answers is None else answers[i],
                                   () if history is None else history[i]) for i in range(n)]
         q_ids = [self.tokenizer(q, add_special_tokens=False)["input_ids"] for q in questions]
@@ -257,8 +259,27 @@ class FaVChatProcessor:
         if answers is not None:
             data["labels"], _ = _pad([t[1] for t in texts], -100, side)
         data["question_ids"], data["question_mask"] = _pad(q_ids, pad, "right")
-        data["general_pixel_values"], data["face_pixel_values"] = self.pixel_values(inputs)
+        if videos is not None:
+            inputs = [v if isinstance(v, VideoInputs) else self.load_video(v) for v in videos]
+            data["general_pixel_values"], data["face_pixel_values"] = self.pixel_values(inputs)
         return BatchFeature(data=data)
+
+    def encode_phrases(self, phrases: Sequence[Sequence[str]]):
+        """Phrases for the video slots, one per slot: → ``slot_ids`` (B, N_q, P) and ``slot_mask`` (B, N_q, P)
+        (zero for padding and for empty slots). A sample with more phrases than the N_q slots keeps its first
+        N_q."""
+        import torch
+
+        ids = [[self.tokenizer(" " + p, add_special_tokens=False)["input_ids"] for p in ps[:self.num_query_tokens]]
+               for ps in phrases]
+        width = max([1] + [len(t) for sample in ids for t in sample])
+        slot_ids = torch.full((len(ids), self.num_query_tokens, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        slot_mask = torch.zeros_like(slot_ids)
+        for b, sample in enumerate(ids):
+            for k, t in enumerate(sample):
+                slot_ids[b, k, :len(t)] = torch.tensor(t, dtype=torch.long)
+                slot_mask[b, k, :len(t)] = 1
+        return slot_ids, slot_mask
 
     def pixel_values(self, videos: Sequence[VideoInputs]):
         """Normalised pixel tensors of loaded videos: general (B, Tg, 3, H, W) and face (B, Tf, 3, h, w)."""

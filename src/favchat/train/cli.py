@@ -9,7 +9,8 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train one stage (0: LLM text warm-up, 1: video-summary, 2: QA, 3: emotion QA) with the paper's freezing schedule",
+        help="train one stage (0: a from-scratch LLM learns to read label phrases in the video slots, 1: video-summary, "
+             "2: QA, 3: emotion QA) with the paper's freezing schedule",
         description=(
             "Train one stage of the progressive paradigm. The stage's trainable components come from the "
             "config's schedule (DESIGN.md §2 by default). Any config key can be overridden after the known "
@@ -19,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--stage", type=int, choices=(0, 1, 2, 3),
-                   help="the stage (overrides the config's); 0 pretrains an LLM built from scratch on the text")
+                   help="the stage (overrides the config's); 0 pretrains an LLM built from scratch to answer from the "
+                        "clip's label phrases put in the video slots (no video is decoded)")
     p.add_argument("--config", required=True, help="YAML training config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.set_defaults(func=_run, accepts_overrides=True)

@@ -3,10 +3,13 @@
 The freezing schedule is data: ``schedule[stage]`` names the model components that train in that
 stage; every other parameter is frozen. Components are the model's submodule names.
 
-Stage 0 is not in the paper: it trains only the LLM, on the text of the summaries and QA pairs, for an
-LLM built from scratch (the ``tiny`` preset). It stands in for the language pretraining that the paper's
-Qwen2.5-7B-Instruct already has, so that stages 1 and 2, which keep the LLM frozen, steer a language
-model rather than random weights. A pretrained LLM skips it.
+Stage 0 is not in the paper: it trains only the LLM, for an LLM built from scratch (the ``tiny``
+preset), and stands in for the pretraining that the paper's Qwen2.5-7B-Instruct already has. The LLM
+learns the summaries and QA pairs with the clip's labels as phrases in the video slots, one phrase per
+slot, in any order (``LabelReadingDataset``; no video is decoded and no tower runs): it learns the
+answers' language *and* to answer from what the slots hold. Stages 1 and 2, which keep the LLM frozen,
+then train the visual levels to fill the slots with what the LLM reads. Without it, a from-scratch LLM
+learns the answers with uninformative video tokens, i.e. learns to ignore them. A pretrained LLM skips it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ DEFAULT_SCHEDULE: dict[int, list[str]] = {
     3: ["general_adapter", "face_adapter", "static_weights", "general_qformer", "face_qformer", "projector",
         "language_model"],
 }
-STAGE_TASK = {0: "summary+qa", 1: "summary", 2: "qa", 3: "emotion_qa"}
+STAGE_TASK = {0: "summary+qa with label phrases in the video slots", 1: "summary", 2: "qa", 3: "emotion_qa"}
 
 
 @dataclass

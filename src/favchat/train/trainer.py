@@ -1,6 +1,7 @@
 """Supervised training of one stage of the progressive paradigm (paper §2.3, DESIGN.md §2).
 
-Stage 0 (an LLM built from scratch learns the answers' language first) is described in ``config.py``.
+Stage 0 (an LLM built from scratch learns to answer from label phrases in the video slots) is described in
+``config.py``.
 
     favchat train --stage 1 --config configs/stage1_tiny.yaml [--optim.lr 3e-4 ...]
     accelerate launch --config_file configs/accelerate/ddp_8gpu.yaml -m favchat train --stage 1 --config ...
@@ -72,7 +73,7 @@ def apply_schedule(model: torch.nn.Module, cfg: TrainConfig) -> list[str]:
 
 
 def _new_window() -> dict[str, float]:
-    return {"loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "samples": 0, "tokens": 0, "skipped": 0}
+    return {"loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "n_w": 0, "samples": 0, "tokens": 0, "skipped": 0}
 
 
 def _epoch_batches(loader_factory, start_epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:
@@ -98,7 +99,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from favchat.data.datasets import Collator, EmotionQADataset, MemoizedLoader, QADataset, SummaryDataset
+    from favchat.data.datasets import (
+        Collator,
+        EmotionQADataset,
+        LabelReadingDataset,
+        MemoizedLoader,
+        QADataset,
+        SummaryDataset,
+    )
 
     out = Path(cfg.output_dir)
     # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
@@ -116,17 +124,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     def stage_data(cls):
         return cls(cfg.data.train_manifest, load_video, split="train", on_error=cfg.data.on_error)
 
-    if cfg.stage == 0:  # the LLM learns the language of all the answers
-        dataset = torch.utils.data.ConcatDataset([stage_data(SummaryDataset), stage_data(QADataset)])
-    else:
-        dataset = stage_data({1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage])
+    dataset = stage_data({0: LabelReadingDataset, 1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage])
     collate = Collator(processor)
     if len(dataset) == 0:
         raise SetupError(f"{cfg.data.train_manifest}: no training samples for stage {cfg.stage} "
                          f"({STAGE_TASK[cfg.stage]})")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if cfg.cache_frozen_towers:
+    use_cache = cfg.cache_frozen_towers and cfg.stage != 0  # stage 0 runs no tower
+    if use_cache:
         # The cache runs the frozen towers of the unwrapped model outside the wrapper's forward: that needs
         # whole (unsharded) weights.
         ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -145,7 +151,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                               num_training_steps=cfg.optim.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     cache = None
-    if cfg.cache_frozen_towers:
+    if use_cache:
         cache = FrozenTowerCache(accelerator.unwrap_model(model))
         if main:
             log.info("frozen tower states cached per clip for streams %s", cache.streams or "none (all train)")
@@ -203,9 +209,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             window["loss"] += outputs.loss.detach().float().item()
-            w = outputs.adapter_weights.detach().float().mean(0)
-            window["w_g"] += w[0].item()
-            window["w_f"] += w[1].item()
+            if outputs.adapter_weights is not None:  # None in stage 0 (no visual levels)
+                w = outputs.adapter_weights.detach().float().mean(0)
+                window["w_g"] += w[0].item()
+                window["w_f"] += w[1].item()
+                window["n_w"] += 1
             window["n"] += 1
             window["samples"] += inputs["input_ids"].shape[0] * accelerator.num_processes
             window["tokens"] += int(inputs["attention_mask"].sum()) * accelerator.num_processes
@@ -215,9 +223,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps:
             dt = time.perf_counter() - t0
             n = window["n"]
+            adapters = {"w_g": window["w_g"] / window["n_w"], "w_f": window["w_f"] / window["n_w"]} if window["n_w"] else {}
             logger.log(step, {
-                "loss": window["loss"] / n, "lr": scheduler.get_last_lr()[0], "w_g": window["w_g"] / n,
-                "w_f": window["w_f"] / n, "samples_per_s": window["samples"] / dt, "tokens_per_s": window["tokens"] / dt,
+                "loss": window["loss"] / n, "lr": scheduler.get_last_lr()[0], **adapters,
+                "samples_per_s": window["samples"] / dt, "tokens_per_s": window["tokens"] / dt,
                 "epoch": epoch, "skipped": window["skipped"],
             })
             window = _new_window()
