@@ -129,8 +129,12 @@ class _ClipDataset(Dataset, abc.ABC):
             self.num_skipped += 1
             log.warning("skipped %s (skipped so far in this process: %d)", e, self.num_skipped)
             return Skipped(s.id, str(s.clip.video_path), str(e.__cause__))
-        return {"id": s.id, "clip_id": s.clip.id, "video": video, "question": s.question, "answer": s.answer,
-                "qa_type": s.qa_type, "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
+        return _item(s, video)
+
+
+def _item(s: _Sample, video: Any) -> dict[str, Any]:
+    return {"id": s.id, "clip_id": s.clip.id, "video": video, "question": s.question, "answer": s.answer,
+            "qa_type": s.qa_type, "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
 
 
 def label_phrases(clip: Clip) -> list[str]:
@@ -202,9 +206,7 @@ class LabelReadingDataset(QADataset):
         s = self.samples[idx]
         phrases = label_phrases(s.clip)
         random.Random(s.id).shuffle(phrases)
-        return {"id": s.id, "clip_id": s.clip.id, "video": None, "phrases": phrases, "question": s.question,
-                "answer": s.answer, "qa_type": s.qa_type,
-                "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
+        return _item(s, None) | {"phrases": phrases}
 
 
 class RLDataset(_ClipDataset):
