@@ -20,6 +20,7 @@ from favchat.data.datasets import (
     Skipped,
     SummaryDataset,
     label_phrases,
+    slot_phrases,
 )
 from favchat.data.manifest import read_manifest
 from favchat.data.synth import SynthConfig, generate
@@ -97,6 +98,37 @@ def test_label_reading_puts_each_clips_labels_in_the_video_slots(manifest: Path,
         for k, phrase in enumerate(shown):
             ids = inputs["slot_ids"][b, k][inputs["slot_mask"][b, k].bool()].tolist()
             assert processor.tokenizer.decode(ids) == " " + phrase
+
+
+def test_label_slots_give_each_label_its_own_slot(manifest: Path, processor):
+    """With the model's label slots, stage 0 reads and stages 1-3 are told one fixed slot per label, filled
+    when the clip shows the label and the answer asserts it."""
+    clips = read_manifest(manifest)
+    layout = ["black_hair", "blond_hair", "brown_hair", "gray_hair", "long_hair", "happy", "nod", "eyeglasses"]
+    clip = clips[0]
+    shown = set(clip.all_labels)
+    expected = [BY_NAME[n].phrase if n in shown else "" for n in layout]
+    assert slot_phrases(clip.labels, layout) == expected and any(expected) and not all(expected)
+    assert not any(slot_phrases(clip.labels, layout, "No, the person does not nod."))
+    hair = next(n for n in layout[:4] if n in shown)  # the clip's hair colour, asserted by the answer
+    assert slot_phrases(clip.labels, layout, f"The person has {BY_NAME[hair].phrase}.") == [
+        BY_NAME[n].phrase if n == hair else "" for n in layout]
+
+    reading = LabelReadingDataset(manifest, processor.load_video)
+    with_video = QADataset(manifest, processor.load_video)
+    collate = Collator(processor, slot_labels=layout)
+    for ds, key in ((reading, "slot"), (with_video, "target_slot")):
+        items = [ds[i] for i in range(3)]
+        inputs = collate(items)["inputs"]
+        ids, mask = inputs[f"{key}_ids"], inputs[f"{key}_mask"]
+        assert ids.shape[:2] == (3, processor.num_query_tokens)
+        for b, it in enumerate(items):
+            padded = slot_phrases(it["labels"], layout, it["answer"]) + [""] * (ids.shape[1] - len(layout))
+            for k, phrase in enumerate(padded):
+                got = ids[b, k][mask[b, k].bool()].tolist()
+                assert (processor.tokenizer.decode(got) if got else "") == (" " + phrase if phrase else "")
+    assert "slot_ids" not in collate([with_video[0]])["inputs"]
+    assert "target_slot_ids" not in Collator(processor)([with_video[0]])["inputs"]  # no layout: no targets
 
 
 def test_dataloader_with_workers_and_collator(manifest: Path, processor):

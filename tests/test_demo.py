@@ -100,6 +100,23 @@ def test_the_shipped_recipes_load():
         assert load_demo_config(quick).stages
     smol = load_demo_config(False, str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml"))
     assert smol.model["preset"] == "smollm2" and sorted(smol.stages) == [1, 2, 3]
+    slots = load_demo_config(False, str(Path(__file__).parents[1] / "configs" / "demo_label_slots.yaml"))
+    assert slots.label_slots and [slots.stages[k].slot_loss_weight > 0 for k in range(4)] == [False, True, True, True]
+
+
+def test_a_recipe_with_slot_loss_needs_label_slots_from_stage_zero():
+    from pathlib import Path
+
+    from favchat.demo import load_demo_config
+
+    smol = str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml")  # no stage 0
+    with pytest.raises(ValueError, match="configure stage 0"):
+        load_demo_config(False, smol, ["--label_slots", "true"])
+    with pytest.raises(ValueError, match="needs label_slots"):
+        load_demo_config(False, overrides=["--stages.2.slot_loss_weight", "1.0"])
+    with pytest.raises(ValueError, match="applies to stages 1-3 only"):
+        load_demo_config(False, overrides=["--label_slots", "true", "--stages.0.slot_loss_weight", "1.0"])
+    assert load_demo_config(False, overrides=["--label_slots", "true", "--stages.2.slot_loss_weight", "1.0"]).label_slots
 
 
 def test_the_blind_baseline_answers_each_question_as_training_most_often_did():

@@ -83,6 +83,31 @@ def test_label_phrases_fill_the_video_slots():
     assert many.any(-1).sum() == model.config.num_query_tokens  # the first N_q phrases
 
 
+def test_slot_loss_pulls_the_video_tokens_to_their_slots_phrases():
+    """Stages 1-3 with label slots: each video token's squared distance to its slot's phrase (zero: empty),
+    scaled by the phrases' mean squared norm; its gradient reaches the visual levels, not the embeddings."""
+    from favchat.model.modeling import slot_loss
+
+    model, proc = tiny()
+    b = batch(proc)
+    ids, mask = proc.encode_phrases([["black hair", "", "smiles"], ["", "happy"]])
+    assert not mask[0, 1].any() and mask[0, 2].any()  # "" leaves its slot empty
+    out = model(**b, target_slot_ids=ids, target_slot_mask=mask)
+    tokens, _ = model.video_tokens(model.encode_video(b["general_pixel_values"], b["face_pixel_values"]),
+                                   b["question_ids"], b["question_mask"])
+    targets = model.phrase_slots(ids, mask).detach()
+    filled = targets.square().sum(-1) > 0
+    expected = (tokens - targets).square().sum((1, 2)).mean() / targets.square().sum(-1)[filled].mean()
+    torch.testing.assert_close(out.slot_loss, expected)
+    torch.testing.assert_close(slot_loss(targets, targets), torch.tensor(0.0))
+    torch.testing.assert_close(slot_loss(torch.zeros_like(targets), targets), filled.sum(-1).float().mean())
+    model.zero_grad()
+    out.slot_loss.backward()
+    assert model.projector[0].weight.grad.abs().sum() > 0
+    assert model.get_input_embeddings().weight.grad is None
+    assert model(**b).slot_loss is None
+
+
 def _fix_params(model) -> None:
     """Break the symmetry of zero-initialised pieces so every switch shows in the outputs."""
     if model.static_weights is not None:

@@ -207,6 +207,33 @@ def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
 
 
+def test_label_slots_in_stage_zero_then_the_slot_loss(tmp_path, manifest, stages):
+    """Stage 0 with label_slots gives each label of the training clips a slot (kept in the checkpoint's
+    config); stage 1 with slot_loss_weight then pulls the video tokens toward those slots' phrases."""
+    from favchat import FaVChatForConditionalGeneration
+    from favchat.data.manifest import read_manifest
+    from favchat.data.taxonomy import LABELS
+    from favchat.train.metrics_log import read_metrics
+
+    with pytest.raises(SetupError, match=r"more than the model's num_query_tokens=8"):
+        train(_cfg(tmp_path, manifest, 0, "few", label_slots=True))
+    assert not (tmp_path / "few").exists()
+    s0 = train(_cfg(tmp_path, manifest, 0, "s0", label_slots=True, **{"model.overrides": {"num_query_tokens": 48}}))
+    shown = {n for c in read_manifest(manifest, split="train") for n in c.all_labels}
+    layout = FaVChatForConditionalGeneration.from_pretrained(s0.final_dir).config.slot_labels
+    assert layout == [lab.name for lab in LABELS if lab.name in shown]
+
+    s1 = train(_cfg(tmp_path, manifest, 1, "s1", init_from=str(s0.final_dir), slot_loss_weight=1.0,
+                    **{"optim.max_steps": 12, "optim.lr": 3e-3}))
+    rows = read_metrics(tmp_path / "s1" / "metrics.csv")
+    assert len(rows) == 12 and rows[-1]["slot_loss"] < rows[0]["slot_loss"]
+    assert s1.model.config.slot_labels == layout
+    with pytest.raises(SetupError, match="has no label slots"):
+        train(_cfg(tmp_path, manifest, 1, "noslots", init_from=str(stages[0][2].final_dir), slot_loss_weight=1.0))
+    with pytest.raises(ValueError, match="label_slots lays out the slots in stage 0"):
+        _cfg(tmp_path, manifest, 1, "x", label_slots=True)
+
+
 def test_stage_two_without_a_stage_one_checkpoint_stops_before_training(tmp_path, manifest):
     with pytest.raises(ValueError, match="stage 2 starts from the stage-1 checkpoint"):
         _cfg(tmp_path, manifest, 2, "s2")

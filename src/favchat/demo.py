@@ -48,6 +48,8 @@ class StageSection:
     max_steps: int = 100
     lr: float = 1e-3
     batch_size: int = 8
+    # stages 1-3 with ``label_slots``: weight of the slot loss (TrainConfig.slot_loss_weight)
+    slot_loss_weight: float = 0.0
 
 
 @dataclass
@@ -65,6 +67,8 @@ class DemoConfig:
     stages: dict[int, StageSection] = field(default_factory=dict)
     # per-stage trainable components replacing DESIGN.md §2's defaults (train/config.py) for the stages named
     schedule: dict[int, list[str]] = field(default_factory=dict)
+    # stage 0 gives each label a video slot of its own (TrainConfig.label_slots); needs a stage 0
+    label_slots: bool = False
     eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,12 @@ class DemoConfig:
         if not set(self.schedule) <= set(self.stages):
             raise ValueError(f"schedule names stages {sorted(set(self.schedule) - set(self.stages))} "
                              "that the recipe does not run")
+        if self.label_slots and 0 not in self.stages:
+            raise ValueError("label_slots lays out the video slots in stage 0: configure stage 0")
+        weighted = [k for k, st in self.stages.items() if st.slot_loss_weight > 0]
+        if weighted and (not self.label_slots or 0 in weighted):
+            raise ValueError(f"stages {sorted(weighted)} set slot_loss_weight: it needs label_slots and applies to "
+                             "stages 1-3 only")
 
 
 def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] | None = None) -> DemoConfig:
@@ -123,6 +133,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
             "stage": stage, "output_dir": str(out / f"stage{stage}"), "init_from": str(init) if init else None,
             "model": cfg.model, "data": {"train_manifest": str(manifest), "cache_videos": True},
             "tensorboard": False, "schedule": schedule,
+            "label_slots": cfg.label_slots and stage == 0, "slot_loss_weight": st.slot_loss_weight,
             "cache_frozen_towers": True,  # small towers and clips: every clip's frames and frozen states fit in memory
             "optim": {"lr": st.lr, "max_steps": st.max_steps, "batch_size": st.batch_size, "scheduler": "cosine",
                       "warmup_steps": max(1, st.max_steps // 20)},

@@ -148,6 +148,17 @@ def label_phrases(clip: Clip) -> list[str]:
     return [BY_NAME[n].phrase for n in names]
 
 
+def slot_phrases(labels: dict[str, list[str]], slot_labels: Sequence[str], answer: str | None = None) -> list[str]:
+    """The video slots of a clip with labels ``labels`` (by group) under a fixed layout: slot k holds the
+    phrase of ``slot_labels[k]`` when the clip shows that label and ``answer`` asserts it (read through the
+    taxonomy's lexicon: a hair question's labels for its answer, the asked label for a "Yes", none for a
+    "No"; ``answer`` None: every label shown), and is empty ("") otherwise."""
+    shown = {n for names in labels.values() for n in names}
+    if answer is not None:
+        shown &= mentioned_labels(answer)[0]
+    return [BY_NAME[n].phrase if n in shown else "" for n in slot_labels]
+
+
 def _summary_samples(clip: Clip) -> list[_Sample]:
     if not clip.summary:
         return []
@@ -248,10 +259,14 @@ class Collator:
     "gt_labels", "skipped"}``; ``inputs`` is None when every item of the batch was skipped. ``with_answers=False``
     (generation, RL) leaves the answers out of the processor call. Items with ``phrases`` instead of a video
     (``LabelReadingDataset``) give text-only inputs with the phrases as ``slot_ids`` / ``slot_mask``.
+    With ``slot_labels`` (the model's label slots), every item's slots follow that layout (``slot_phrases``):
+    text-only items get them as ``slot_ids`` / ``slot_mask``, items with a video as ``target_slot_ids`` /
+    ``target_slot_mask`` (the slot loss of ``FaVChatForConditionalGeneration.forward``).
     """
 
     processor: Callable[..., Any]
     with_answers: bool = True
+    slot_labels: Sequence[str] | None = None
 
     def __call__(self, items: list[dict[str, Any] | Skipped]) -> dict[str, Any]:
         ok = [it for it in items if not isinstance(it, Skipped)]
@@ -266,10 +281,14 @@ class Collator:
             if self.with_answers and any(a is None for a in batch["answers"]):
                 raise ValueError("with_answers=True but some samples have no answer (use with_answers=False)")
             reading = "phrases" in ok[0]
-            batch["inputs"] = self.processor(videos=None if reading else [it["video"] for it in ok],
-                                             questions=batch["questions"],
-                                             answers=batch["answers"] if self.with_answers else None)
-            if reading:
-                batch["inputs"]["slot_ids"], batch["inputs"]["slot_mask"] = self.processor.encode_phrases(
-                    [it["phrases"] for it in ok])
+            inputs = batch["inputs"] = self.processor(videos=None if reading else [it["video"] for it in ok],
+                                                      questions=batch["questions"],
+                                                      answers=batch["answers"] if self.with_answers else None)
+            if self.slot_labels is not None:
+                phrases = [slot_phrases(it["labels"], self.slot_labels, it["answer"]) for it in ok]
+            else:
+                phrases = [it["phrases"] for it in ok] if reading else None
+            if phrases is not None:
+                key = "slot" if reading else "target_slot"
+                inputs[f"{key}_ids"], inputs[f"{key}_mask"] = self.processor.encode_phrases(phrases)
         return batch

@@ -93,6 +93,10 @@ class FaVChatConfig(PretrainedConfig):
     use_face_encoder: bool = True
     use_m_chain: bool = True
     use_adapters: bool = True
+    # Label slots (favchat.train: stage 0 and the slot loss): video slot k stands for the label slot_labels[k]
+    # (its phrase when the clip shows it and the answer asserts it, empty otherwise); None: stage 0 puts the
+    # phrases in any slot.
+    slot_labels: list[str] | None = None
     # the LLM side
     video_token: str = "<video>"
     video_token_id: int | None = None
@@ -122,6 +126,8 @@ class FaVChatConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
+        if self.slot_labels is not None and len(self.slot_labels) > self.num_query_tokens:
+            raise ValueError(f"{len(self.slot_labels)} slot_labels do not fit num_query_tokens={self.num_query_tokens}")
         if self.low_level_blocks is not None and len(self.low_level_blocks) == 0:
             raise ValueError("low_level_blocks must name at least one block (or be None for all blocks)")
 

@@ -80,11 +80,25 @@ class VideoFeatures:
         return self._map(lambda t: t.expand(batch_size, *t.shape[1:]))
 
 
+def slot_loss(tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The video tokens' squared distance to what their slots should hold (label slots, the config's
+    ``slot_labels``): tokens and targets (B, N_q, D), a target the phrase's embedding or zero for an empty
+    slot. Summed over the slots, averaged over the samples, and divided by the mean squared norm of the
+    non-empty targets, so the loss does not scale with the embeddings: all-zero tokens score the mean number
+    of filled slots, and a slot costs as much whatever the number of slots."""
+    tokens, targets = tokens.float(), targets.float().to(tokens.device)
+    sq = targets.square().sum(-1)  # (B, N_q)
+    filled = sq > 0
+    scale = sq[filled].mean() if filled.any() else sq.new_ones(())
+    return (tokens - targets).square().sum(-1).sum(-1).mean() / scale
+
+
 @dataclass
 class FaVChatOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     adapter_weights: torch.Tensor | None = None  # (B, 2): (w_g, w_f)
+    slot_loss: torch.Tensor | None = None  # with target_slot_ids: ``slot_loss`` of the video tokens
     hidden_states: tuple[torch.Tensor, ...] | None = None
     past_key_values: object | None = None
 
@@ -324,15 +338,20 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                               video_features: VideoFeatures | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (LLM input embeddings (B, L, d_llm), adapter weights (B, 2)). ``video_features`` may be partial:
         the pixel values of the streams it lacks are then required."""
+        video_embeds, weights = self._video_embeds(question_ids, question_mask, general_pixel_values,
+                                                   face_pixel_values, video_features)
+        return self.merge_video_tokens(input_ids.to(self.device), video_embeds), weights
+
+    def _video_embeds(self, question_ids, question_mask, general_pixel_values, face_pixel_values,
+                      video_features) -> tuple[torch.Tensor, torch.Tensor]:
         if video_features is None and general_pixel_values is None:
             raise ValueError("pass general_pixel_values (and face_pixel_values) or video_features")
         if (video_features is None or video_features.general is None
                 or (self.face_encoder is not None and video_features.face is None)):
             video_features = self.encode_video(general_pixel_values, face_pixel_values, known=video_features)
         dev = self.device
-        video_embeds, weights = self.video_tokens(video_features.to(dev), question_ids.to(dev),
-                                                  None if question_mask is None else question_mask.to(dev))
-        return self.merge_video_tokens(input_ids.to(dev), video_embeds), weights
+        return self.video_tokens(video_features.to(dev), question_ids.to(dev),
+                                 None if question_mask is None else question_mask.to(dev))
 
     def phrase_slots(self, slot_ids: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
         """Phrases as video tokens (stage 0): (B, N_q, P) token ids → (B, N_q, d_llm), each slot the mean of
@@ -347,24 +366,33 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 general_pixel_values: torch.Tensor | None = None, face_pixel_values: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, video_features: VideoFeatures | None = None,
                 slot_ids: torch.Tensor | None = None, slot_mask: torch.Tensor | None = None,
+                target_slot_ids: torch.Tensor | None = None, target_slot_mask: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None, **kwargs) -> FaVChatOutput:
         """Next-token loss on the answer tokens only (``labels`` is -100 everywhere else).
 
         ``slot_ids`` / ``slot_mask`` (stage 0, ``FaVChatProcessor.encode_phrases``): label phrases fill the
         video slots instead of the video's tokens (``phrase_slots``); the visual levels do not run and
-        ``adapter_weights`` is None."""
+        ``adapter_weights`` is None. ``target_slot_ids`` / ``target_slot_mask`` (same form): the phrases the
+        video tokens should carry, slot by slot; ``slot_loss`` is then ``slot_loss`` of the video tokens and
+        those phrases (no gradient into the embedding table)."""
+        loss_slots = None
         with self._autocast():
             if slot_ids is not None:
                 if slot_mask is None:
                     raise ValueError("slot_ids need their slot_mask (FaVChatProcessor.encode_phrases)")
-                embeds, weights = self.merge_video_tokens(input_ids.to(self.device),
-                                                          self.phrase_slots(slot_ids, slot_mask)), None
+                video_embeds, weights = self.phrase_slots(slot_ids, slot_mask), None
             elif question_ids is None:
                 raise ValueError("question_ids are required: the prompt-query levels are guided by the question")
             else:
-                embeds, weights = self.prepare_inputs_embeds(input_ids, question_ids, question_mask,
-                                                             general_pixel_values, face_pixel_values,
-                                                             video_features)
+                video_embeds, weights = self._video_embeds(question_ids, question_mask, general_pixel_values,
+                                                           face_pixel_values, video_features)
+                if target_slot_ids is not None:
+                    if target_slot_mask is None:
+                        raise ValueError("target_slot_ids need their target_slot_mask")
+                    with torch.no_grad():
+                        targets = self.phrase_slots(target_slot_ids, target_slot_mask)
+                    loss_slots = slot_loss(video_embeds, targets)
+            embeds = self.merge_video_tokens(input_ids.to(self.device), video_embeds)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             attention_mask = attention_mask.to(self.device)
@@ -378,7 +406,7 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 labels = labels.to(self.device)
                 loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                        ignore_index=-100)
-        return FaVChatOutput(loss=loss, logits=out.logits, adapter_weights=weights,
+        return FaVChatOutput(loss=loss, logits=out.logits, adapter_weights=weights, slot_loss=loss_slots,
                              hidden_states=out.hidden_states if output_hidden_states else None,
                              past_key_values=getattr(out, "past_key_values", None))
 

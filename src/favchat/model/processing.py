@@ -266,12 +266,12 @@ class FaVChatProcessor:
 
     def encode_phrases(self, phrases: Sequence[Sequence[str]]):
         """Phrases for the video slots, one per slot: → ``slot_ids`` (B, N_q, P) and ``slot_mask`` (B, N_q, P)
-        (zero for padding and for empty slots). A sample with more phrases than the N_q slots keeps its first
-        N_q."""
+        (zero for padding and for empty slots; an empty string leaves its slot empty). A sample with more
+        phrases than the N_q slots keeps its first N_q."""
         import torch
 
-        ids = [[self.tokenizer(" " + p, add_special_tokens=False)["input_ids"] for p in ps[:self.num_query_tokens]]
-               for ps in phrases]
+        ids = [[self.tokenizer(" " + p, add_special_tokens=False)["input_ids"] if p else []
+                for p in ps[:self.num_query_tokens]] for ps in phrases]
         width = max([1] + [len(t) for sample in ids for t in sample])
         slot_ids = torch.full((len(ids), self.num_query_tokens, width), self.tokenizer.pad_token_id, dtype=torch.long)
         slot_mask = torch.zeros_like(slot_ids)

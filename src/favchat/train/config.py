@@ -10,6 +10,9 @@ slot, in any order (``LabelReadingDataset``; no video is decoded and no tower ru
 answers' language *and* to answer from what the slots hold. Stages 1 and 2, which keep the LLM frozen,
 then train the visual levels to fill the slots with what the LLM reads. Without it, a from-scratch LLM
 learns the answers with uninformative video tokens, i.e. learns to ignore them. A pretrained LLM skips it.
+With ``label_slots`` stage 0 gives each label of the training clips a slot of its own instead (the model's
+``slot_labels``), filled with the label's phrase when the clip shows it and the answer asserts it; stages 1-3
+can then also be told directly what each slot should hold (``slot_loss_weight``).
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ class TrainConfig:
     # keep the frozen towers' states of each clip in memory across steps (train/feature_cache.py: same
     # training, less time when clips repeat; memory grows with the clips seen; not under FSDP / ZeRO-3)
     cache_frozen_towers: bool = False
+    # Stage 0: give each label of the training clips a video slot of its own (sets the model's slot_labels, in
+    # taxonomy order; num_query_tokens must hold them), instead of the clip's phrases in any slot.
+    label_slots: bool = False
+    # Stages 1-3, for a model with label slots: weight of the slot loss (the video tokens' squared distance to
+    # the phrases their slots stand for, empty slots zero; 0: off, as in the paper). Needs labelled clips.
+    slot_loss_weight: float = 0.0
     max_new_tokens_eval: int = 32
     log_every: int = 10
     save_every: int = 50  # optimizer steps between checkpoints; the last step always saves
@@ -110,6 +119,10 @@ class TrainConfig:
             raise ValueError("optim.max_steps, optim.batch_size and optim.grad_accum must be >= 1")
         if not self.data.train_manifest:
             raise ValueError("data.train_manifest is required")
+        if self.slot_loss_weight < 0:
+            raise ValueError(f"slot_loss_weight must be >= 0, got {self.slot_loss_weight}")
+        if self.label_slots and self.stage != 0:
+            raise ValueError("label_slots lays out the slots in stage 0; later stages keep the model's layout")
 
     @property
     def trainable(self) -> list[str]:

@@ -8,7 +8,8 @@ Stage 0 (an LLM built from scratch learns to answer from label phrases in the vi
 
 One linear loop: build the model (a preset for stage 1, the previous stage's checkpoint after), freeze
 everything but the stage's components (``config.schedule[stage]``), wrap the LLM in LoRA when the
-stage asks for it, then optimise next-token cross-entropy on answer tokens. Every ``save_every`` steps
+stage asks for it, then optimise next-token cross-entropy on answer tokens (plus ``slot_loss_weight`` times
+the slot loss, for a model with label slots: ``FaVChatForConditionalGeneration.forward``). Every ``save_every`` steps
 a checkpoint holds the accelerate state (model, optimizer, scheduler, RNG of every process), the data
 position and the fully resolved config, so ``--resume`` continues exactly. The last step also writes
 ``final/``: a plain ``FaVChatForConditionalGeneration`` folder (LoRA merged) with its processor.
@@ -73,7 +74,7 @@ def apply_schedule(model: torch.nn.Module, cfg: TrainConfig) -> list[str]:
 
 
 def _new_window() -> dict[str, float]:
-    return {"loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "n_w": 0, "samples": 0, "tokens": 0, "skipped": 0}
+    return {"loss": 0.0, "slot_loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "n_w": 0, "samples": 0, "tokens": 0, "skipped": 0}
 
 
 def _epoch_batches(loader_factory, start_epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:
@@ -107,6 +108,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         QADataset,
         SummaryDataset,
     )
+    from favchat.data.taxonomy import LABELS
 
     out = Path(cfg.output_dir)
     # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
@@ -125,7 +127,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         return cls(cfg.data.train_manifest, load_video, split="train", on_error=cfg.data.on_error)
 
     dataset = stage_data({0: LabelReadingDataset, 1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage])
-    collate = Collator(processor)
+    if cfg.label_slots:
+        shown = {n for s in dataset.samples for n in s.clip.all_labels}
+        names = [lab.name for lab in LABELS if lab.name in shown]
+        if len(names) > model.config.num_query_tokens:
+            raise SetupError(f"label_slots: the training clips show {len(names)} labels, more than the model's "
+                             f"num_query_tokens={model.config.num_query_tokens} video slots")
+        model.config.slot_labels = names
+    slot_loss = cfg.slot_loss_weight > 0 and cfg.stage != 0  # stage 0 puts the phrases in the slots themselves
+    if slot_loss and model.config.slot_labels is None:
+        raise SetupError(f"slot_loss_weight: {cfg.init_from} has no label slots (train its stage 0 with label_slots)")
+    collate = Collator(processor, slot_labels=model.config.slot_labels if slot_loss or cfg.stage == 0 else None)
     if len(dataset) == 0:
         raise SetupError(f"{cfg.data.train_manifest}: no training samples for stage {cfg.stage} "
                          f"({STAGE_TASK[cfg.stage]})")
@@ -201,7 +213,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 inputs["video_features"] = cache.lookup(batch["clip_ids"], inputs)
             with accelerator.accumulate(model):
                 outputs = model(**inputs)
-                accelerator.backward(outputs.loss)
+                loss = outputs.loss + cfg.slot_loss_weight * outputs.slot_loss if slot_loss else outputs.loss
+                accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
                     # The prepared model's parameters: under FSDP they are not the tensors built above.
                     accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
@@ -209,6 +222,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             window["loss"] += outputs.loss.detach().float().item()
+            if slot_loss:
+                window["slot_loss"] += outputs.slot_loss.detach().float().item()
             if outputs.adapter_weights is not None:  # None in stage 0 (no visual levels)
                 w = outputs.adapter_weights.detach().float().mean(0)
                 window["w_g"] += w[0].item()
@@ -224,8 +239,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             dt = time.perf_counter() - t0
             n = window["n"]
             adapters = {"w_g": window["w_g"] / window["n_w"], "w_f": window["w_f"] / window["n_w"]} if window["n_w"] else {}
+            slots = {"slot_loss": window["slot_loss"] / n} if slot_loss else {}
             logger.log(step, {
-                "loss": window["loss"] / n, "lr": scheduler.get_last_lr()[0], **adapters,
+                "loss": window["loss"] / n, **slots, "lr": scheduler.get_last_lr()[0], **adapters,
                 "samples_per_s": window["samples"] / dt, "tokens_per_s": window["tokens"] / dt,
                 "epoch": epoch, "skipped": window["skipped"],
             })
