@@ -119,6 +119,17 @@ def test_a_recipe_with_slot_loss_needs_label_slots_from_stage_zero():
     assert load_demo_config(False, overrides=["--label_slots", "true", "--stages.2.slot_loss_weight", "1.0"]).label_slots
 
 
+def test_the_recipe_checks_the_facial_encoder_pretraining_keys():
+    from favchat.config_io import ConfigError
+    from favchat.demo import load_demo_config
+
+    assert load_demo_config(False, overrides=["--face_pretrain.event_loss_weight", "1.0"]).face_pretrain.event_loss_weight == 1
+    with pytest.raises(ValueError, match="event_loss_weight must be >= 0"):
+        load_demo_config(False, overrides=["--face_pretrain.event_loss_weight", "-1"])
+    with pytest.raises(ConfigError, match="slot_loss_weight"):  # a stage key, not one of the encoder's pretraining
+        load_demo_config(False, overrides=["--face_pretrain.slot_loss_weight", "1.0"])
+
+
 def test_the_blind_baseline_answers_each_question_as_training_most_often_did():
     from favchat.data.manifest import QA, Clip
 

@@ -53,6 +53,15 @@ class StageSection:
 
 
 @dataclass
+class FacePretrainSection:
+    max_steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 32
+    # per-frame loss on the clips' timed events (FacePretrainConfig.event_loss_weight; 0: off)
+    event_loss_weight: float = 0.0
+
+
+@dataclass
 class EvalSection:
     max_new_tokens: int = 48
     max_clips: int = 80  # the first N clips of the split (sorted by id); all their QA pairs are asked
@@ -63,7 +72,7 @@ class EvalSection:
 class DemoConfig:
     synth: SynthSection = field(default_factory=SynthSection)
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
-    face_pretrain: StageSection | None = None  # the facial encoder's task pretraining before the stages
+    face_pretrain: FacePretrainSection | None = None  # the facial encoder's task pretraining before the stages
     stages: dict[int, StageSection] = field(default_factory=dict)
     # per-stage trainable components replacing DESIGN.md §2's defaults (train/config.py) for the stages named
     schedule: dict[int, list[str]] = field(default_factory=dict)
@@ -83,6 +92,8 @@ class DemoConfig:
         if weighted and (not self.label_slots or 0 in weighted):
             raise ValueError(f"stages {sorted(weighted)} set slot_loss_weight: it needs label_slots and applies to "
                              "stages 1-3 only")
+        if self.face_pretrain is not None and self.face_pretrain.event_loss_weight < 0:
+            raise ValueError(f"face_pretrain.event_loss_weight must be >= 0, got {self.face_pretrain.event_loss_weight}")
 
 
 def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] | None = None) -> DemoConfig:
@@ -121,7 +132,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
             "data": {"train_manifest": str(manifest), "cache_videos": True},
             "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
                       "warmup_steps": max(1, fp.max_steps // 20)},
-            "log_every": max(1, fp.max_steps // 10),
+            "event_loss_weight": fp.event_loss_weight, "log_every": max(1, fp.max_steps // 10),
         }), progress=progress)
         timings["face_pretrain_s"] = time.perf_counter() - t
         runs["facial encoder"] = out / "face_pretrain" / "metrics.csv"

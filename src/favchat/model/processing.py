@@ -34,6 +34,7 @@ class VideoInputs:
     general: np.ndarray  # (Tg, H, W, 3) uint8
     face: np.ndarray  # (Tf, h, w, 3) uint8
     face_source: str  # "detector" | "full_frame"
+    face_indices: tuple[int, ...] = ()  # the video frames the facial frames were sampled at
 
 
 def check_frames(frames: Any, what: str = "frames") -> np.ndarray:
@@ -158,7 +159,7 @@ class FaVChatProcessor:
         else:
             raise TypeError(f"a video is a file path or a uint8 array (T, H, W, 3), got {type(video).__name__}")
         face, source = self._faces(face)
-        return VideoInputs(_resize(general, self.image_size), face, source)
+        return VideoInputs(_resize(general, self.image_size), face, source, tuple(f_idx))
 
     def _faces(self, frames: np.ndarray) -> tuple[np.ndarray, str]:
         det = self.face_detector
