@@ -79,9 +79,11 @@ class _LabelHead(nn.Module):
     def forward(self, face_pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t = face_pixel_values.shape[:2]
         states = self.tower(face_pixel_values)  # {block: (B, T·N_i, C_i)}, frame-major
+        clip = self.head(torch.cat([states[i].mean(1) for i in self.blocks], -1))
+        if self.frame_head is None:
+            return clip, None
         frames = torch.cat([states[i].reshape(b, t, -1, states[i].shape[-1]).mean(2) for i in self.blocks], -1)
-        clip = self.head(frames.mean(1))  # every frame has N_i tokens: the mean of all the block's tokens
-        return clip, None if self.frame_head is None else self.frame_head(frames)
+        return clip, self.frame_head(frames)  # (B, T, event labels)
 
 
 def frame_targets(clip, face_indices, event_labels: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
