@@ -16,7 +16,7 @@ from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct, b
 @pytest.mark.slow
 def test_demo_quick_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--seed", "3"]) == 0
     report = out / "report"
     for name in ("metrics.json", "report.md", "loss.png", "adapter_weights.png"):
         assert (report / name).stat().st_size > 0, name
@@ -33,6 +33,9 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert 0.0 <= m["face_pretrain"]["label_accuracy"] <= 1.0 and "face_pretrain_s" in m["timings"]
     stage0 = yaml.safe_load((out / "stage0" / "config.yaml").read_text())
     assert stage0["init_from"] == str(out / "face_pretrain" / "final")
+    # the recipe's training seed reaches the encoder pretraining and every stage
+    assert stage0["seed"] == 3 and yaml.safe_load((out / "face_pretrain" / "config.yaml").read_text())["seed"] == 3
+    assert yaml.safe_load((out / "stage3" / "config.yaml").read_text())["seed"] == 3
     assert stage0["cache_frozen_towers"] and stage0["data"]["cache_videos"]  # the demo encodes each clip once
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
     printed = capsys.readouterr().out

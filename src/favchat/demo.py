@@ -78,6 +78,9 @@ class DemoConfig:
     schedule: dict[int, list[str]] = field(default_factory=dict)
     # stage 0 gives each label a video slot of its own (TrainConfig.label_slots); needs a stage 0
     label_slots: bool = False
+    # the training seed of the facial encoder's pretraining and of every stage (initialisation, data order);
+    # synth.seed draws the clips. Another seed measures how far one recipe's figures move from run to run.
+    seed: int = 0
     eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self) -> None:
@@ -128,7 +131,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
         t = time.perf_counter()
         fp = cfg.face_pretrain
         init = pretrain_face(load_config(FacePretrainConfig, None, {
-            "output_dir": str(out / "face_pretrain"), "model": cfg.model,
+            "output_dir": str(out / "face_pretrain"), "model": cfg.model, "seed": cfg.seed,
             "data": {"train_manifest": str(manifest), "cache_videos": True},
             "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
                       "warmup_steps": max(1, fp.max_steps // 20)},
@@ -142,6 +145,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
         st = cfg.stages[stage]
         tcfg = load_config(TrainConfig, None, {
             "stage": stage, "output_dir": str(out / f"stage{stage}"), "init_from": str(init) if init else None,
+            "seed": cfg.seed,
             "model": cfg.model, "data": {"train_manifest": str(manifest), "cache_videos": True},
             "tensorboard": False, "schedule": schedule,
             "label_slots": cfg.label_slots and stage == 0, "slot_loss_weight": st.slot_loss_weight,
