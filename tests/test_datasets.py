@@ -131,6 +131,24 @@ def test_label_slots_give_each_label_its_own_slot(manifest: Path, processor):
     assert "target_slot_ids" not in Collator(processor)([with_video[0]])["inputs"]  # no layout: no targets
 
 
+def test_phrase_targets_are_the_clips_label_phrases(manifest: Path, processor):
+    """Without label slots, stages 1-3 are told every label phrase of the clip (the set stage 0 read, in
+    any slot); stage 0's own slots are unchanged."""
+    by_id = {c.id: c for c in read_manifest(manifest)}
+    with_video = QADataset(manifest, processor.load_video)
+    collate = Collator(processor, phrase_targets=True)
+    items = [with_video[i] for i in range(3)]
+    inputs = collate(items)["inputs"]
+    ids, mask = inputs["target_slot_ids"], inputs["target_slot_mask"]
+    for b, it in enumerate(items):
+        got = [processor.tokenizer.decode(ids[b, k][mask[b, k].bool()].tolist()).strip()
+               for k in range(ids.shape[1]) if mask[b, k].any()]
+        expected = label_phrases(by_id[it["clip_id"]])[:processor.num_query_tokens]
+        assert sorted(got) == sorted(expected) and got
+    reading = LabelReadingDataset(manifest, processor.load_video)
+    assert "target_slot_ids" not in collate([reading[0]])["inputs"]
+
+
 def test_dataloader_with_workers_and_collator(manifest: Path, processor):
     ds = QADataset(manifest, processor.load_video)
     dl = DataLoader(ds, batch_size=4, num_workers=1, collate_fn=Collator(processor))

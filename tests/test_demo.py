@@ -36,6 +36,10 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     # the recipe's training seed reaches the encoder pretraining and every stage
     assert stage0["seed"] == 3 and yaml.safe_load((out / "face_pretrain" / "config.yaml").read_text())["seed"] == 3
     assert yaml.safe_load((out / "stage3" / "config.yaml").read_text())["seed"] == 3
+    # stages 1-3 also train on the slot loss toward the clip's label phrases, and log it
+    for k in (1, 2, 3):
+        assert yaml.safe_load((out / f"stage{k}" / "config.yaml").read_text())["slot_loss_weight"] == 1.0
+        assert "slot_loss" in (out / f"stage{k}" / "metrics.csv").read_text().splitlines()[0]
     assert stage0["cache_frozen_towers"] and stage0["data"]["cache_videos"]  # the demo encodes each clip once
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
     printed = capsys.readouterr().out
@@ -107,7 +111,7 @@ def test_the_shipped_recipes_load():
     assert slots.label_slots and [slots.stages[k].slot_loss_weight > 0 for k in range(4)] == [False, True, True, True]
 
 
-def test_a_recipe_with_slot_loss_needs_label_slots_from_stage_zero():
+def test_label_slots_need_stage_zero_and_the_slot_loss_stages_one_to_three():
     from pathlib import Path
 
     from favchat.demo import load_demo_config
@@ -115,11 +119,10 @@ def test_a_recipe_with_slot_loss_needs_label_slots_from_stage_zero():
     smol = str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml")  # no stage 0
     with pytest.raises(ValueError, match="configure stage 0"):
         load_demo_config(False, smol, ["--label_slots", "true"])
-    with pytest.raises(ValueError, match="needs label_slots"):
-        load_demo_config(False, overrides=["--stages.2.slot_loss_weight", "1.0"])
     with pytest.raises(ValueError, match="applies to stages 1-3 only"):
         load_demo_config(False, overrides=["--label_slots", "true", "--stages.0.slot_loss_weight", "1.0"])
     assert load_demo_config(False, overrides=["--label_slots", "true", "--stages.2.slot_loss_weight", "1.0"]).label_slots
+    assert load_demo_config(False, overrides=["--stages.2.slot_loss_weight", "1.0"]).stages[2].slot_loss_weight == 1
 
 
 def test_the_recipe_checks_the_facial_encoder_pretraining_keys():

@@ -89,6 +89,7 @@ def test_slot_loss_pulls_the_video_tokens_to_their_slots_phrases():
     from favchat.model.modeling import slot_loss
 
     model, proc = tiny()
+    model.config.slot_labels = ["black_hair", "happy", "smile"]
     b = batch(proc)
     ids, mask = proc.encode_phrases([["black hair", "", "smiles"], ["", "happy"]])
     assert not mask[0, 1].any() and mask[0, 2].any()  # "" leaves its slot empty
@@ -106,6 +107,41 @@ def test_slot_loss_pulls_the_video_tokens_to_their_slots_phrases():
     assert model.projector[0].weight.grad.abs().sum() > 0
     assert model.get_input_embeddings().weight.grad is None
     assert model(**b).slot_loss is None
+
+
+def test_set_slot_loss_matches_the_clips_phrases_to_the_tokens_in_any_order():
+    """Stages 1-3 without label slots: the clip's phrases, matched to the video tokens by a minimum-cost
+    assignment, as a classification among the batch's phrases and the empty slot plus a squared distance."""
+    from favchat.model.modeling import set_slot_loss
+
+    model, proc = tiny()
+    b = batch(proc)
+    ids, mask = proc.encode_phrases([["black hair", "smiles", "happy"], ["happy"]])
+    present = mask.bool().any(-1)
+    out = model(**b, target_slot_ids=ids, target_slot_mask=mask)
+    tokens, _ = model.video_tokens(model.encode_video(b["general_pixel_values"], b["face_pixel_values"]),
+                                   b["question_ids"], b["question_mask"])
+    targets = model.phrase_slots(ids, mask).detach()
+    torch.testing.assert_close(out.slot_loss, set_slot_loss(tokens, targets, present, ids))
+    # Any order of the tokens scores the same, and tokens on their phrases score less than any other tokens.
+    perm = torch.randperm(tokens.shape[1])
+    torch.testing.assert_close(set_slot_loss(tokens[:, perm], targets, present, ids), out.slot_loss)
+    placed = targets[:, perm]
+    best = set_slot_loss(placed, targets, present, ids)
+    assert best < set_slot_loss(torch.zeros_like(targets), targets, present, ids) and best < out.slot_loss
+    # By hand: one sample, one phrase (so two classes: empty and "happy") and one empty slot; token 0 is
+    # empty and token 1 on the phrase, so the matching pairs them the other way round from the targets.
+    p = targets[1:2, :2]  # "happy", then empty
+    toks = p.flip(1)
+    sq = p[0, 0].square().sum()
+    d = torch.stack([torch.zeros(()), sq]) / sq  # token 0 (zero) to (empty, happy); token 1 the reverse
+    ce0 = torch.log_softmax(-d / 0.2, 0)[0].neg()
+    expected = ce0 + ce0  # the empty pair, then the phrase pair (both at distance zero)
+    torch.testing.assert_close(set_slot_loss(toks, p, present[1:2, :2], ids[1:2, :2]), expected)
+    model.zero_grad()
+    out.slot_loss.backward()
+    assert model.projector[0].weight.grad.abs().sum() > 0
+    assert model.get_input_embeddings().weight.grad is None
 
 
 def _fix_params(model) -> None:

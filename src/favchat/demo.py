@@ -9,7 +9,8 @@
    the from-scratch tiny LLM to answer from label phrases put in the video slots (see train/config.py), so
    that the visual levels have a reader to write for; then stages 1, 2 and 3 train with
    the paper's freezing schedule, except that the pretrained facial encoder stays frozen (the recipe's
-   ``schedule``), each from the previous one's checkpoint.
+   ``schedule``), each from the previous one's checkpoint, and with a slot loss that pulls the video tokens
+   toward the clip's label phrases (the recipe's ``slot_loss_weight``).
 3. Evaluate on the held-out test split: answer accuracy per question group (attribute, action, emotion,
    yes/no; read through the taxonomy lexicon) and CIDEr / ROUGE-L of the descriptions.
 4. Write a report folder (metrics.json, report.md, loss and adapter-weight curves) and answer one
@@ -48,7 +49,7 @@ class StageSection:
     max_steps: int = 100
     lr: float = 1e-3
     batch_size: int = 8
-    # stages 1-3 with ``label_slots``: weight of the slot loss (TrainConfig.slot_loss_weight)
+    # stages 1-3: weight of the slot loss (TrainConfig.slot_loss_weight)
     slot_loss_weight: float = 0.0
 
 
@@ -92,9 +93,9 @@ class DemoConfig:
         if self.label_slots and 0 not in self.stages:
             raise ValueError("label_slots lays out the video slots in stage 0: configure stage 0")
         weighted = [k for k, st in self.stages.items() if st.slot_loss_weight > 0]
-        if weighted and (not self.label_slots or 0 in weighted):
-            raise ValueError(f"stages {sorted(weighted)} set slot_loss_weight: it needs label_slots and applies to "
-                             "stages 1-3 only")
+        if 0 in weighted:
+            raise ValueError("stage 0 sets slot_loss_weight: it applies to stages 1-3 only (stage 0 puts the "
+                             "phrases in the slots itself)")
         if self.face_pretrain is not None and self.face_pretrain.event_loss_weight < 0:
             raise ValueError(f"face_pretrain.event_loss_weight must be >= 0, got {self.face_pretrain.event_loss_weight}")
 

@@ -262,11 +262,14 @@ class Collator:
     With ``slot_labels`` (the model's label slots), every item's slots follow that layout (``slot_phrases``):
     text-only items get them as ``slot_ids`` / ``slot_mask``, items with a video as ``target_slot_ids`` /
     ``target_slot_mask`` (the slot loss of ``FaVChatForConditionalGeneration.forward``).
+    ``phrase_targets`` (a model without label slots): items with a video get every label phrase of their
+    clip as ``target_slot_ids`` / ``target_slot_mask``, in any slot, as stage 0's reader saw them.
     """
 
     processor: Callable[..., Any]
     with_answers: bool = True
     slot_labels: Sequence[str] | None = None
+    phrase_targets: bool = False
 
     def __call__(self, items: list[dict[str, Any] | Skipped]) -> dict[str, Any]:
         ok = [it for it in items if not isinstance(it, Skipped)]
@@ -286,6 +289,8 @@ class Collator:
                                                       answers=batch["answers"] if self.with_answers else None)
             if self.slot_labels is not None:
                 phrases = [slot_phrases(it["labels"], self.slot_labels, it["answer"]) for it in ok]
+            elif self.phrase_targets and not reading:
+                phrases = [[BY_NAME[n].phrase for g in GROUPS for n in it["labels"][g]] for it in ok]
             else:
                 phrases = [it["phrases"] for it in ok] if reading else None
             if phrases is not None:

@@ -93,12 +93,51 @@ def slot_loss(tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (tokens - targets).square().sum(-1).sum(-1).mean() / scale
 
 
+def set_slot_loss(tokens: torch.Tensor, targets: torch.Tensor, present: torch.Tensor, phrase_ids: torch.Tensor,
+                  temperature: float = 0.2) -> torch.Tensor:
+    """The slot loss for a model without label slots, whose stage-0 reader takes a clip's phrases in any
+    slot: the video tokens (B, N_q, D) should carry the clip's phrases, one per token, and leave the other
+    tokens empty (zero). ``targets`` (B, N_q, D) holds the phrases' embeddings in any order, ``present``
+    (B, N_q) marks the slots that hold one and ``phrase_ids`` (B, N_q, P) their token ids, which tell
+    phrases apart.
+
+    Each token is classified among the batch's distinct phrases and the empty slot by its negative squared
+    distance to each (divided by ``temperature`` times the phrases' mean squared norm), and the tokens are
+    matched to the targets by a minimum-cost assignment per sample (Hungarian, on that cross-entropy). The
+    loss is the matched pairs' cross-entropy plus their squared distance over the phrases' mean squared norm
+    (the class says *which* phrase, the distance puts the token where the reader saw it), each averaged over
+    the pairs with a phrase and, apart, over the pairs with an empty slot, so the few phrases of a clip are
+    not outweighed by its empty slots."""
+    from scipy.optimize import linear_sum_assignment
+
+    tokens, targets = tokens.float(), targets.float().to(tokens.device)
+    present, phrase_ids = present.to(tokens.device), phrase_ids.to(tokens.device)
+    if not present.any():
+        return tokens.square().sum(-1).mean() * 0
+    protos, cls = torch.unique(phrase_ids[present], dim=0, return_inverse=True)  # the batch's distinct phrases
+    table = torch.zeros(len(protos) + 1, tokens.shape[-1], dtype=tokens.dtype, device=tokens.device)
+    table[cls + 1] = targets[present]  # class 0: the empty slot
+    classes = torch.zeros(present.shape, dtype=torch.long, device=tokens.device)
+    classes[present] = cls + 1
+    scale = targets[present].square().sum(-1).mean().clamp_min(1e-8)
+    dist = (tokens.unsqueeze(-2) - table).square().sum(-1) / scale  # (B, N_q, C)
+    logp = torch.log_softmax(-dist / temperature, -1)
+    # cost[b, i, j]: token i carrying target j
+    cost = -logp.gather(2, classes.unsqueeze(1).expand(-1, tokens.shape[1], -1))
+    rows = torch.stack([torch.as_tensor(linear_sum_assignment(c.numpy())[1]) for c in cost.detach().cpu()])
+    rows = rows.to(tokens.device)  # rows[b, i]: the target matched to token i
+    matched = classes.gather(1, rows)  # (B, N_q) the class each token should carry
+    err = cost.gather(2, rows.unsqueeze(-1)).squeeze(-1) + dist.gather(2, matched.unsqueeze(-1)).squeeze(-1)
+    full = matched > 0
+    return sum(err[m].mean() for m in (full, ~full) if m.any())
+
+
 @dataclass
 class FaVChatOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     adapter_weights: torch.Tensor | None = None  # (B, 2): (w_g, w_f)
-    slot_loss: torch.Tensor | None = None  # with target_slot_ids: ``slot_loss`` of the video tokens
+    slot_loss: torch.Tensor | None = None  # with target_slot_ids: the video tokens' slot loss
     hidden_states: tuple[torch.Tensor, ...] | None = None
     past_key_values: object | None = None
 
@@ -373,8 +412,9 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         ``slot_ids`` / ``slot_mask`` (stage 0, ``FaVChatProcessor.encode_phrases``): label phrases fill the
         video slots instead of the video's tokens (``phrase_slots``); the visual levels do not run and
         ``adapter_weights`` is None. ``target_slot_ids`` / ``target_slot_mask`` (same form): the phrases the
-        video tokens should carry, slot by slot; ``slot_loss`` is then ``slot_loss`` of the video tokens and
-        those phrases (no gradient into the embedding table)."""
+        video tokens should carry, slot by slot with label slots (``slot_loss``), in any order without them
+        (``set_slot_loss``); the output's ``slot_loss`` is then that loss (no gradient into the embedding
+        table)."""
         loss_slots = None
         with self._autocast():
             if slot_ids is not None:
@@ -391,7 +431,11 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                         raise ValueError("target_slot_ids need their target_slot_mask")
                     with torch.no_grad():
                         targets = self.phrase_slots(target_slot_ids, target_slot_mask)
-                    loss_slots = slot_loss(video_embeds, targets)
+                    if self.config.slot_labels is not None:
+                        loss_slots = slot_loss(video_embeds, targets)
+                    else:
+                        loss_slots = set_slot_loss(video_embeds, targets, target_slot_mask.bool().any(-1),
+                                                   target_slot_ids)
             embeds = self.merge_video_tokens(input_ids.to(self.device), video_embeds)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)

@@ -94,8 +94,9 @@ class TrainConfig:
     # Stage 0: give each label of the training clips a video slot of its own (sets the model's slot_labels, in
     # taxonomy order; num_query_tokens must hold them), instead of the clip's phrases in any slot.
     label_slots: bool = False
-    # Stages 1-3, for a model with label slots: weight of the slot loss (the video tokens' squared distance to
-    # the phrases their slots stand for, empty slots zero; 0: off, as in the paper). Needs labelled clips.
+    # Stages 1-3: weight of the slot loss (0: off, as in the paper; needs labelled clips). With label slots,
+    # the video tokens' squared distance to the phrases their slots stand for, empty slots zero; without,
+    # the clip's label phrases matched to the tokens in any order (model/modeling.py, set_slot_loss).
     slot_loss_weight: float = 0.0
     max_new_tokens_eval: int = 32
     log_every: int = 10

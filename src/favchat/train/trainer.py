@@ -9,7 +9,7 @@ Stage 0 (an LLM built from scratch learns to answer from label phrases in the vi
 One linear loop: build the model (a preset for stage 1, the previous stage's checkpoint after), freeze
 everything but the stage's components (``config.schedule[stage]``), wrap the LLM in LoRA when the
 stage asks for it, then optimise next-token cross-entropy on answer tokens (plus ``slot_loss_weight`` times
-the slot loss, for a model with label slots: ``FaVChatForConditionalGeneration.forward``). Every ``save_every`` steps
+the slot loss: ``FaVChatForConditionalGeneration.forward``). Every ``save_every`` steps
 a checkpoint holds the accelerate state (model, optimizer, scheduler, RNG of every process), the data
 position and the fully resolved config, so ``--resume`` continues exactly. The last step also writes
 ``final/``: a plain ``FaVChatForConditionalGeneration`` folder (LoRA merged) with its processor.
@@ -135,9 +135,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                              f"num_query_tokens={model.config.num_query_tokens} video slots")
         model.config.slot_labels = names
     slot_loss = cfg.slot_loss_weight > 0 and cfg.stage != 0  # stage 0 puts the phrases in the slots themselves
-    if slot_loss and model.config.slot_labels is None:
-        raise SetupError(f"slot_loss_weight: {cfg.init_from} has no label slots (train its stage 0 with label_slots)")
-    collate = Collator(processor, slot_labels=model.config.slot_labels if slot_loss or cfg.stage == 0 else None)
+    collate = Collator(processor, slot_labels=model.config.slot_labels if slot_loss or cfg.stage == 0 else None,
+                       phrase_targets=slot_loss and model.config.slot_labels is None)
     if len(dataset) == 0:
         raise SetupError(f"{cfg.data.train_manifest}: no training samples for stage {cfg.stage} "
                          f"({STAGE_TASK[cfg.stage]})")
