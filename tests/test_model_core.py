@@ -138,6 +138,8 @@ def test_set_slot_loss_matches_the_clips_phrases_to_the_tokens_in_any_order():
     ce0 = torch.log_softmax(-d / 0.2, 0)[0].neg()
     expected = ce0 + ce0  # the empty pair, then the phrase pair (both at distance zero)
     torch.testing.assert_close(set_slot_loss(toks, p, present[1:2, :2], ids[1:2, :2]), expected)
+    none = torch.zeros_like(present)
+    torch.testing.assert_close(set_slot_loss(tokens, torch.zeros_like(targets), none, ids), torch.tensor(0.0))
     model.zero_grad()
     out.slot_loss.backward()
     assert model.projector[0].weight.grad.abs().sum() > 0

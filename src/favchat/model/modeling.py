@@ -107,7 +107,7 @@ def set_slot_loss(tokens: torch.Tensor, targets: torch.Tensor, present: torch.Te
     loss is the matched pairs' cross-entropy plus their squared distance over the phrases' mean squared norm
     (the class says *which* phrase, the distance puts the token where the reader saw it), each averaged over
     the pairs with a phrase and, apart, over the pairs with an empty slot, so the few phrases of a clip are
-    not outweighed by its empty slots."""
+    not outweighed by its empty slots. A batch whose clips have no labels has nothing to match: zero."""
     from scipy.optimize import linear_sum_assignment
 
     tokens, targets = tokens.float(), targets.float().to(tokens.device)
