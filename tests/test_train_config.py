@@ -87,3 +87,27 @@ def test_a_section_given_in_part_keeps_the_fields_own_defaults():
     cfg = load_config(FacePretrainConfig, None, ["--optim.lr", "0.002", "--data.train_manifest", "m.jsonl"])
     assert cfg.optim.lr == 0.002
     assert (cfg.optim.weight_decay, cfg.optim.batch_size) == (0.01, 32)
+
+
+def test_deterministic_kernels_apply_inside_the_block_and_restore_after(monkeypatch):
+    import os
+
+    import torch
+
+    from favchat.train.determinism import deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels(False):
+        assert not torch.are_deterministic_algorithms_enabled() and cudnn.benchmark
+    with pytest.raises(KeyboardInterrupt), deterministic_kernels(True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert cudnn.deterministic and not cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        raise KeyboardInterrupt  # the settings come back however the run ends
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert cudnn.benchmark and not cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ

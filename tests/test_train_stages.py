@@ -43,7 +43,7 @@ def _cfg(tmp_path: Path, manifest: Path, stage: int, name: str, **extra) -> Trai
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _component(name: str) -> str:
@@ -114,7 +114,7 @@ def test_final_checkpoint_loads_and_generates(stages, manifest):
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest, monkeypatch):
     import favchat.train.trainer as trainer
 
-    kw = {"optim.max_steps": 4, "save_every": 2}
+    kw = {"optim.max_steps": 4, "save_every": 2, "deterministic": True}  # the same weights on a GPU too
     full = train(_cfg(tmp_path, manifest, 1, "full", **kw))
 
     original = trainer.save_checkpoint
@@ -154,7 +154,8 @@ def test_cached_frozen_towers_train_the_same_weights(tmp_path, manifest, stages,
 
     monkeypatch.setattr(trainer, "FrozenTowerCache", Recorder)
     schedule = {k: [c for c in v if not (k == 2 and c == "face_encoder")] for k, v in DEFAULT_SCHEDULE.items()}
-    kw = {"init_from": str(stages[stage - 1][2].final_dir), "schedule": schedule, "optim.max_steps": 8}
+    kw = {"init_from": str(stages[stage - 1][2].final_dir), "schedule": schedule, "optim.max_steps": 8,
+          "deterministic": True}
     plain = train(_cfg(tmp_path, manifest, stage, "plain", **kw))
     cached = train(_cfg(tmp_path, manifest, stage, "cached", cache_frozen_towers=True, **kw))
     (cache,) = made
@@ -194,7 +195,7 @@ def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
         save_file({{k: v.contiguous() for k, v in res.model.state_dict().items()
                     if k != "language_model.lm_head.weight"}}, {str(tmp_path)!r} + f"/rank{{rank}}.safetensors")
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # on CPU (gloo) on a GPU machine too
     config = Path(__file__).parents[1] / "configs" / "accelerate" / "cpu_ddp_2proc.yaml"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--main_process_port", "29533", str(script)]

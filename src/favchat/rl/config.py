@@ -45,6 +45,8 @@ class RLConfig:
     pool_fraction: float = _f(1.0, "Fraction of the training samples that form the RL pool (the paper: ~10K of 170K).")
     output_dir: str = _f("runs/rl", "Where checkpoints, the CSV log and the plots go.")
     seed: int = _f(0, "Seed of sampling, shuffling and initialisation.")
+    deterministic: bool = _f(False, "Deterministic kernels only (train/determinism.py): on a GPU, runs with one seed "
+                             "and resumed runs then train the same weights; slower.")
     # --- rollouts
     num_generations: int = _f(4, "G: responses sampled per sample.")
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")

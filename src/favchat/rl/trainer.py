@@ -44,6 +44,7 @@ from favchat.rl.data import RLSample, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
 from favchat.rl.state import SampleState
 from favchat.rl.value_head import ValueHead
+from favchat.train.determinism import deterministic_kernels
 
 log = logging.getLogger("favchat.rl")
 
@@ -455,6 +456,10 @@ class RLTrainer:
 
     def train(self, resume: str | Path | None = None) -> dict[str, Any]:
         """Run the rounds (or up to ``max_steps``); returns the final metrics and the checkpoint path."""
+        with deterministic_kernels(self.cfg.deterministic):
+            return self._train(resume)
+
+    def _train(self, resume: str | Path | None) -> dict[str, Any]:
         cfg = self.cfg
         if resume:
             self.load(resume)

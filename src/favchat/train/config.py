@@ -88,6 +88,9 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
+    # deterministic kernels only (train/determinism.py): on a GPU, runs with one seed and resumed runs then
+    # train the same weights; slower. On a CPU they do already.
+    deterministic: bool = False
     # keep the frozen towers' states of each clip in memory across steps (train/feature_cache.py: same
     # training, less time when clips repeat; memory grows with the clips seen; not under FSDP / ZeRO-3)
     cache_frozen_towers: bool = False

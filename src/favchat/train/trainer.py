@@ -32,6 +32,7 @@ import yaml
 
 from favchat.config_io import to_dict
 from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
+from favchat.train.determinism import deterministic_kernels
 from favchat.train.feature_cache import FrozenTowerCache
 from favchat.train.metrics_log import MetricsLogger
 
@@ -95,6 +96,11 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    with deterministic_kernels(cfg.deterministic):
+        return _train(cfg, resume)
+
+
+def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
     from accelerate import Accelerator, DistributedType
     from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import set_seed
