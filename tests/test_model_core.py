@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from favchat import FaVChatForConditionalGeneration
+from favchat import FaVChatConfig, FaVChatForConditionalGeneration
 from favchat.model.lora import apply_lora
 from favchat.model.modeling import COMPONENTS
 from model_helpers import ANSWERS, QUESTIONS, batch, frames, tiny
@@ -335,6 +335,12 @@ def test_save_load_round_trip_identical_logits(tmp_path):
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
     loaded = FaVChatForConditionalGeneration.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded(**b).logits, model(**b).logits, rtol=0, atol=0)
+    # AutoConfig reads the checkpoint's config (AutoTokenizer does, loading the processor saved beside it)
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(tmp_path)
+    assert type(cfg) is FaVChatConfig
+    assert {**cfg.to_dict(), "_name_or_path": ""} == {**model.config.to_dict(), "_name_or_path": ""}
 
 
 def test_lora_round_trip_and_trainable_set(tmp_path):

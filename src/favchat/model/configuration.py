@@ -142,3 +142,8 @@ class FaVChatConfig(PretrainedConfig):
     def num_video_tokens(self) -> int:
         """Tokens the video occupies in the LLM prompt: N_q per question, whatever the frame count."""
         return self.num_query_tokens
+
+
+# A checkpoint's config.json then reads back through AutoConfig too (AutoTokenizer does so when it loads the
+# processor's tokenizer; without the entry it falls back to a bare config and warns).
+AutoConfig.register(FaVChatConfig.model_type, FaVChatConfig, exist_ok=True)

@@ -116,6 +116,8 @@ class FaVChatProcessor:
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FaVChatProcessor:
         from transformers import AutoTokenizer
 
+        import favchat.model.configuration  # noqa: F401  (AutoTokenizer reads config.json through AutoConfig)
+
         path = Path(path)
         if not (path / PROCESSOR_FILE).exists():
             raise FileNotFoundError(f"{path}: no {PROCESSOR_FILE} (not a saved FaVChatProcessor)")
