@@ -38,7 +38,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert yaml.safe_load((out / "stage3" / "config.yaml").read_text())["seed"] == 3
     # stages 1-3 also train on the slot loss toward the clip's label phrases, and log it
     for k in (1, 2, 3):
-        assert yaml.safe_load((out / f"stage{k}" / "config.yaml").read_text())["slot_loss_weight"] == 1.0
+        assert yaml.safe_load((out / f"stage{k}" / "config.yaml").read_text())["slot_loss_weight"] == 3.0
         assert "slot_loss" in (out / f"stage{k}" / "metrics.csv").read_text().splitlines()[0]
     assert stage0["cache_frozen_towers"] and stage0["data"]["cache_videos"]  # the demo encodes each clip once
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
