@@ -67,15 +67,15 @@ def main() -> None:
     model = ({"preset": "tiny", "overrides": large_overrides()} if args.scale == "large"
              else load_demo_config(quick=False).model)
     log_every = max(1, args.steps // 4)
-    print(f"{torch.cuda.get_device_name() if cuda else 'CPU (no GPU memory figures)'}, torch {torch.__version__}; scale {args.scale}, precision "
-          f"{args.precision}, gradient checkpointing {args.gradient_checkpointing}, {args.steps} steps of "
-          f"{args.batch} per stage")
+    device = torch.cuda.get_device_name() if cuda else "CPU (no GPU memory figures)"
+    print(f"{device}, torch {torch.__version__}; scale {args.scale}, precision {args.precision}, gradient "
+          f"checkpointing {args.gradient_checkpointing}, {args.steps} steps of {args.batch} per stage")
     print(f"{'stage':>5} {'trainable':>11} {'samples/s':>10} {'tokens/s':>9} {'peak GPU':>9} "
           f"{'loss first -> last':>19}  frozen unchanged")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = generate(SynthConfig(seed=0, min_frames=16, max_frames=24, min_size=64, max_size=80), args.clips,
-                            tmp / "data", workers=4, progress=False)
+        clips = SynthConfig(seed=0, min_frames=16, max_frames=24, min_size=64, max_size=80)
+        manifest = generate(clips, args.clips, tmp / "data", workers=4, progress=False)
         init = None
         for stage in (1, 2, 3):
             cfg = load_config(TrainConfig, None, {
@@ -101,7 +101,9 @@ def main() -> None:
                 before = _weights(Path(init))
                 frozen = [k for k in before if k.split(".")[0] not in trained and k in after]
                 changed = [k for k in frozen if not torch.equal(before[k], after[k])]
-                unchanged = f"{len(frozen) - len(changed)}/{len(frozen)}" + (f" (changed: {changed[:3]})" if changed else "")
+                unchanged = f"{len(frozen) - len(changed)}/{len(frozen)}"
+                if changed:
+                    unchanged += f" (changed: {changed[:3]})"
             n_train = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
             print(f"{stage:>5} {n_train / 1e6:>10.1f}M {rate:>10.1f} {tok:>9.0f} {peak:>8.2f}G "
                   f"{float(rows[0]['loss']):>9.3f} -> {float(rows[-1]['loss']):.3f}  {unchanged}", flush=True)

@@ -244,7 +244,8 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
             loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.optim.batch_size, collate_fn=collate,
                                                  sampler=torch.randperm(len(dataset), generator=g).tolist(),
                                                  num_workers=cfg.data.num_workers)
-            yield from prepare_data_loader(loader, device=accelerator.device, num_processes=accelerator.num_processes,
+            yield from prepare_data_loader(loader, device=accelerator.device,
+                                           num_processes=accelerator.num_processes,
                                            process_index=accelerator.process_index, put_on_device=True)
             epoch += 1
 
