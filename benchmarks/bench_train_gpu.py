@@ -60,7 +60,7 @@ def main() -> None:
     from favchat.config_io import load_config
     from favchat.data.synth.generate import SynthConfig, generate
     from favchat.demo import load_demo_config
-    from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
+    from favchat.train.config import TrainConfig
     from favchat.train.trainer import train
 
     cuda = torch.cuda.is_available()
@@ -76,7 +76,7 @@ def main() -> None:
         tmp = Path(tmp)
         clips = SynthConfig(seed=0, min_frames=16, max_frames=24, min_size=64, max_size=80)
         manifest = generate(clips, args.clips, tmp / "data", workers=4, progress=False)
-        init = None
+        init = before = None
         for stage in (1, 2, 3):
             cfg = load_config(TrainConfig, None, {
                 "stage": stage, "output_dir": str(tmp / f"stage{stage}"), "init_from": init, "model": model,
@@ -94,12 +94,10 @@ def main() -> None:
             timed = rows[1:] or rows
             rate = sum(float(r["samples_per_s"]) for r in timed) / len(timed)
             tok = sum(float(r["tokens_per_s"]) for r in timed) / len(timed)
-            trained = set(DEFAULT_SCHEDULE[stage])
             after = _weights(result.final_dir)
             unchanged = "-"
-            if init is not None:
-                before = _weights(Path(init))
-                frozen = [k for k in before if k.split(".")[0] not in trained and k in after]
+            if before is not None:  # the previous stage's final weights, this stage's start
+                frozen = [k for k in before if k.split(".")[0] not in cfg.trainable and k in after]
                 changed = [k for k in frozen if not torch.equal(before[k], after[k])]
                 unchanged = f"{len(frozen) - len(changed)}/{len(frozen)}"
                 if changed:
@@ -107,7 +105,7 @@ def main() -> None:
             n_train = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
             print(f"{stage:>5} {n_train / 1e6:>10.1f}M {rate:>10.1f} {tok:>9.0f} {peak:>8.2f}G "
                   f"{float(rows[0]['loss']):>9.3f} -> {float(rows[-1]['loss']):.3f}  {unchanged}", flush=True)
-            init = str(result.final_dir)
+            init, before = str(result.final_dir), after
             del result
             if cuda:
                 torch.cuda.empty_cache()

@@ -38,7 +38,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from favchat.data.manifest import Clip, read_manifest
-from favchat.data.taxonomy import BY_NAME, GROUPS, LABELS_BY_GROUP, mentioned_labels
+from favchat.data.taxonomy import BY_NAME, GROUPS, LABELS_BY_GROUP, features_to_phrases, mentioned_labels
 from favchat.data.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class Collator:
             if self.slot_labels is not None:
                 phrases = [slot_phrases(it["labels"], self.slot_labels, it["answer"]) for it in ok]
             elif self.phrase_targets and not reading:
-                phrases = [[BY_NAME[n].phrase for g in GROUPS for n in it["labels"][g]] for it in ok]
+                phrases = [[p for ps in features_to_phrases(it["labels"]).values() for p in ps] for it in ok]
             else:
                 phrases = [it["phrases"] for it in ok] if reading else None
             if phrases is not None:
