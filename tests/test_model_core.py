@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from favchat import FaVChatConfig, FaVChatForConditionalGeneration
+from favchat import FaVChatConfig, FaVChatForConditionalGeneration, FaVChatProcessor
 from favchat.model.lora import apply_lora
 from favchat.model.modeling import COMPONENTS
 from model_helpers import ANSWERS, QUESTIONS, batch, frames, tiny
@@ -81,6 +81,40 @@ def test_label_phrases_fill_the_video_slots():
     assert table.grad[black[0]].abs().sum() > 0  # the phrase embeddings learn too
     many = proc.encode_phrases([[f"phrase {i}" for i in range(model.config.num_query_tokens + 3)]])[1]
     assert many.any(-1).sum() == model.config.num_query_tokens  # the first N_q phrases
+
+
+def test_the_phrase_table_adds_a_learned_vector_per_label(tmp_path):
+    """With config.phrase_embeddings a phrase in a slot is its token mean plus its label's row of a table that
+    starts at zero, takes the gradient of what the slots hold, and round-trips with the phrases' token ids."""
+    from favchat.data.taxonomy import LABELS
+
+    cfg = FaVChatConfig.from_preset("tiny", phrase_embeddings=True)
+    torch.manual_seed(0)
+    model = FaVChatForConditionalGeneration.from_parts(cfg)
+    proc = FaVChatProcessor.from_config(cfg)
+    assert tiny()[0].phrase_embeddings is None
+    table = model.phrase_embeddings
+    assert table.weight.shape[0] == len(LABELS) and table.weight.abs().sum() == 0
+    ids, mask = proc.encode_phrases([["black hair", "smiles"], ["happy"]])
+    words = model.get_input_embeddings().weight
+    black = proc.tokenizer(" black hair", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(model.phrase_slots(ids, mask)[0, 0], words[black].mean(0))  # zero residual
+    row = next(i for i, lab in enumerate(LABELS) if lab.phrase == "black hair")
+    with torch.no_grad():
+        table.weight[row] += 1.0
+    slots = model.phrase_slots(ids, mask)
+    torch.testing.assert_close(slots[0, 0], words[black].mean(0) + 1.0)
+    assert slots[1, 1:].abs().sum() == 0  # empty slots stay empty
+    model(**proc(None, QUESTIONS, ANSWERS), slot_ids=ids, slot_mask=mask).loss.backward()
+    assert table.weight.grad[row].abs().sum() > 0
+    assert table.weight.grad.abs().sum(-1).count_nonzero() == 3  # the rows of the three phrases only
+    with pytest.raises(ValueError, match="not a taxonomy label's"):
+        model.phrase_slots(*proc.encode_phrases([["blue hair"]]))
+    with pytest.raises(ValueError, match="set_phrases"):  # a model built without from_parts knows no phrases
+        FaVChatForConditionalGeneration(cfg).phrase_slots(ids, mask)
+    model.save_pretrained(tmp_path)
+    loaded = FaVChatForConditionalGeneration.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.phrase_slots(ids, mask), slots)
 
 
 def test_slot_loss_pulls_the_video_tokens_to_their_slots_phrases():

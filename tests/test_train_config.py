@@ -25,6 +25,14 @@ def test_defaults_follow_the_design_schedule(tmp_path):
     assert not cfg.use_lora
 
 
+def test_the_schedule_names_the_models_components():
+    """The config keeps its own list of components (reading a config imports no torch): the model's."""
+    from favchat.model.modeling import COMPONENTS as MODEL_COMPONENTS
+    from favchat.train.config import COMPONENTS, OPTIONAL_COMPONENTS
+
+    assert COMPONENTS == MODEL_COMPONENTS and set(OPTIONAL_COMPONENTS) <= set(COMPONENTS)
+
+
 def test_overrides_are_typed_and_nested(tmp_path):
     cfg = load_config(TrainConfig, _write(tmp_path, BASE),
                       ["--optim.lr", "3e-4", "--stage=3", "--init_from", "runs/s2", "--schedule.3", "[projector]"])

@@ -52,20 +52,23 @@ def _component(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory, manifest):
-    """Run stages 0, 1, 2, 3 in a chain; keep each stage's weights before and after."""
+    """Run stages 0, 1, 2, 3 in a chain (a model with its own phrase table, which stage 0 trains); keep each
+    stage's weights before and after."""
     from favchat import FaVChatForConditionalGeneration
 
     tmp = tmp_path_factory.mktemp("stages")
     out = {}
     init = None
     for stage in (0, 1, 2, 3):
-        cfg = _cfg(tmp, manifest, stage, f"stage{stage}", init_from=str(init) if init else None)
         if init is None:
             from favchat import FaVChatConfig
 
+            cfg = _cfg(tmp, manifest, stage, f"stage{stage}", **{"model.overrides": {"phrase_embeddings": True}})
             torch.manual_seed(0)
-            before = _state(FaVChatForConditionalGeneration.from_parts(FaVChatConfig.from_preset("tiny")))
+            before = _state(FaVChatForConditionalGeneration.from_parts(
+                FaVChatConfig.from_preset("tiny", phrase_embeddings=True)))
         else:
+            cfg = _cfg(tmp, manifest, stage, f"stage{stage}", init_from=str(init))
             before = _state(FaVChatForConditionalGeneration.from_pretrained(init))
         res = train(cfg)
         out[stage] = (cfg, before, res)
@@ -95,6 +98,7 @@ def test_each_stage_changes_exactly_its_components(stages, stage):
             changed_comps.add(comp)
     expected = {c for c in trainable if c != "static_weights"} - ({"language_model"} if cfg.use_lora else set())
     assert changed_comps == expected
+    assert ("phrase_embeddings" in changed_comps) == (stage == 0)
 
 
 def test_final_checkpoint_loads_and_generates(stages, manifest):

@@ -97,6 +97,10 @@ class FaVChatConfig(PretrainedConfig):
     # (its phrase when the clip shows it and the answer asserts it, empty otherwise); None: stage 0 puts the
     # phrases in any slot.
     slot_labels: list[str] | None = None
+    # The phrase table (stage 0 and the slot loss; modeling.PhraseResiduals): a phrase in a video slot is the mean
+    # of its token embeddings plus a learned vector for its label, which starts at zero and trains with the LLM in
+    # stage 0, so that phrases sharing a word ("long hair", "wavy hair") can move apart. False: the token mean.
+    phrase_embeddings: bool = False
     # the LLM side
     video_token: str = "<video>"
     video_token_id: int | None = None

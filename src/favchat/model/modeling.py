@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from favchat.data.taxonomy import LABELS
 from favchat.model.configuration import FaVChatConfig
 from favchat.model.prompt_query import (
     LowLevelChain,
@@ -38,7 +39,8 @@ from favchat.model.prompt_query import (
 from favchat.model.vision import VideoViT, VisionTower, build_tower, resolve_blocks
 
 COMPONENTS = ("general_encoder", "face_encoder", "text_proj", "low_level", "general_qformer", "face_qformer",
-              "general_adapter", "face_adapter", "static_weights", "projector", "language_model")
+              "general_adapter", "face_adapter", "static_weights", "projector", "language_model",
+              "phrase_embeddings")
 
 
 @dataclass
@@ -132,6 +134,44 @@ def set_slot_loss(tokens: torch.Tensor, targets: torch.Tensor, present: torch.Te
     return sum(err[m].mean() for m in (full, ~full) if m.any())
 
 
+class PhraseResiduals(nn.Module):
+    """The phrase table (``config.phrase_embeddings``): a learned vector per taxonomy label, added to the mean
+    token embedding of the label's phrase where the phrase fills a video slot (stage 0, and the slot loss's
+    targets), so that phrases sharing a word ("long hair", "wavy hair") can move apart and still carry their
+    words. It starts at zero, the plain token mean. The buffer ``token_ids`` (saved with the model) holds each
+    label phrase's token ids, by which a slot finds its label's row; ``set_phrases`` fills it."""
+
+    max_tokens = 16
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(len(LABELS), dim))
+        self.register_buffer("token_ids", torch.full((len(LABELS), self.max_tokens), -1, dtype=torch.long))
+
+    @torch.no_grad()
+    def set_phrases(self, tokenizer) -> None:
+        from favchat.model.processing import phrase_token_ids
+
+        self.token_ids.fill_(-1)
+        for row, label in enumerate(LABELS):
+            ids = phrase_token_ids(tokenizer, label.phrase)
+            if len(ids) > self.max_tokens:
+                raise ValueError(f"{label.phrase!r} is {len(ids)} tokens, over the phrase table's {self.max_tokens}")
+            self.token_ids[row, :len(ids)] = torch.tensor(ids)
+
+    def forward(self, slot_ids: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
+        """(B, N_q, P) token ids and mask → (B, N_q, dim): each filled slot's row, zero for an empty slot."""
+        mask = slot_mask.bool()
+        filled = mask.any(-1)
+        ids = torch.where(mask, slot_ids, -1)[..., :self.max_tokens]
+        ids = F.pad(ids, (0, self.max_tokens - ids.shape[-1]), value=-1)
+        match = (ids.unsqueeze(-2) == self.token_ids).all(-1)  # (B, N_q, labels)
+        if not torch.equal(match.any(-1), filled):
+            raise ValueError("a video slot holds a phrase that is not a taxonomy label's, or the phrase table has "
+                             "no phrases (FaVChatForConditionalGeneration.from_parts sets them: set_phrases)")
+        return F.embedding(match.float().argmax(-1), self.weight) * filled.unsqueeze(-1).to(self.weight.dtype)
+
+
 @dataclass
 class FaVChatOutput(ModelOutput):
     loss: torch.Tensor | None = None
@@ -183,9 +223,10 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         two_streams = c.use_face_encoder
         self.general_adapter = WeightAdapter(d, c.adapter_hidden_size) if two_streams and c.use_adapters else None
         self.face_adapter = WeightAdapter(d, c.adapter_hidden_size) if two_streams and c.use_adapters else None
-        # ablation: a learned, question-independent pair of logits
+        # ablation: a learned, question-independent pair of logits, starting at (0.5, 0.5)
         self.static_weights = nn.Parameter(torch.zeros(2)) if two_streams and not c.use_adapters else None
         self.projector = Projector(d, d_llm)
+        self.phrase_embeddings = PhraseResiduals(d_llm) if c.phrase_embeddings else None
         if c.lora:
             from favchat.model.lora import inject_lora
 
@@ -218,9 +259,16 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 from transformers import AutoModel
 
                 tower.model.load_state_dict(AutoModel.from_pretrained(path).state_dict())
+        if model.phrase_embeddings is not None:
+            from favchat.model.processing import default_tokenizer
+
+            model.phrase_embeddings.set_phrases(default_tokenizer(config))
         return model.to(dtype) if dtype is not None else model
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, PhraseResiduals):
+            init.zeros_(module.weight)  # the plain token mean to start with
+            return
         super()._init_weights(module)
         std = 0.02
         if isinstance(module, VideoViT):
@@ -231,8 +279,6 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 init.normal_(p, std=std)
         elif isinstance(module, PromptQFormer):
             init.normal_(module.query_tokens, std=std)
-        elif module is self and self.static_weights is not None:
-            init.zeros_(self.static_weights)  # start at (0.5, 0.5)
 
     def component_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Parameters by component name (the names of ``COMPONENTS`` present in this configuration)."""
@@ -394,10 +440,15 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
 
     def phrase_slots(self, slot_ids: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
         """Phrases as video tokens (stage 0): (B, N_q, P) token ids → (B, N_q, d_llm), each slot the mean of
-        its phrase's token embeddings (zero for an empty slot). The embeddings get the gradient."""
-        e = self.get_input_embeddings()(slot_ids.to(self.device))  # (B, N_q, P, d_llm)
+        its phrase's token embeddings (zero for an empty slot), plus its label's residual with
+        ``phrase_embeddings`` (the config's). The embeddings get the gradient."""
+        slot_ids = slot_ids.to(self.device)
+        e = self.get_input_embeddings()(slot_ids)  # (B, N_q, P, d_llm)
         m = slot_mask.to(device=e.device, dtype=e.dtype).unsqueeze(-1)
-        return (e * m).sum(2) / m.sum(2).clamp_min(1)
+        slots = (e * m).sum(2) / m.sum(2).clamp_min(1)
+        if self.phrase_embeddings is not None:
+            slots = slots + self.phrase_embeddings(slot_ids, slot_mask.to(self.device)).to(slots.dtype)
+        return slots
 
     # ---------------------------------------------------------------- forward / generate
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

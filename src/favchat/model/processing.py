@@ -273,8 +273,8 @@ class FaVChatProcessor:
         phrases than the N_q slots keeps its first N_q."""
         import torch
 
-        ids = [[self.tokenizer(" " + p, add_special_tokens=False)["input_ids"] if p else []
-                for p in ps[:self.num_query_tokens]] for ps in phrases]
+        ids = [[phrase_token_ids(self.tokenizer, p) if p else [] for p in ps[:self.num_query_tokens]]
+               for ps in phrases]
         width = max([1] + [len(t) for sample in ids for t in sample])
         slot_ids = torch.full((len(ids), self.num_query_tokens, width), self.tokenizer.pad_token_id, dtype=torch.long)
         slot_mask = torch.zeros_like(slot_ids)
@@ -309,6 +309,11 @@ def _pad(seqs: list[list[int]], value: int, side: str):
         ids[i, sl] = torch.tensor(s, dtype=torch.long)
         mask[i, sl] = 1
     return ids, mask
+
+
+def phrase_token_ids(tokenizer, phrase: str) -> list[int]:
+    """A label phrase's token ids as it reads inside a sentence (after a space)."""
+    return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]
 
 
 def default_tokenizer(config):

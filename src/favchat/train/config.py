@@ -12,7 +12,9 @@ then train the visual levels to fill the slots with what the LLM reads. Without 
 learns the answers with uninformative video tokens, i.e. learns to ignore them. A pretrained LLM skips it.
 With ``label_slots`` stage 0 gives each label of the training clips a slot of its own instead (the model's
 ``slot_labels``), filled with the label's phrase when the clip shows it and the answer asserts it; stages 1-3
-can then also be told directly what each slot should hold (``slot_loss_weight``).
+can then also be told directly what each slot should hold (``slot_loss_weight``). A model with a phrase table
+(its config's ``phrase_embeddings``: a learned vector per label added to the phrase's token mean) trains that
+table here too (the schedule's ``phrase_embeddings``), and only here.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from typing import Literal
 
 COMPONENTS = (
     "general_encoder", "face_encoder", "text_proj", "low_level", "general_qformer", "face_qformer",
-    "general_adapter", "face_adapter", "static_weights", "projector", "language_model",
+    "general_adapter", "face_adapter", "static_weights", "projector", "language_model", "phrase_embeddings",
 )
 
-# DESIGN.md §2. ``static_weights`` exists only in the no-adapter ablation and trains with the adapters.
+# Components a model may lack, which a schedule may still name: ``static_weights`` exists only in the no-adapter
+# ablation (and trains with the adapters), ``phrase_embeddings`` only in a model with its own phrase table.
+OPTIONAL_COMPONENTS = ("static_weights", "phrase_embeddings")
+
+# DESIGN.md §2, and stage 0 (above).
 DEFAULT_SCHEDULE: dict[int, list[str]] = {
-    0: ["language_model"],
+    0: ["language_model", "phrase_embeddings"],
     1: ["general_encoder", "face_encoder", "low_level", "general_adapter", "face_adapter", "static_weights",
         "projector", "text_proj"],
     2: ["general_encoder", "face_encoder", "low_level", "general_qformer", "face_qformer", "projector", "text_proj"],

@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from favchat.config_io import to_dict
-from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
+from favchat.train.config import OPTIONAL_COMPONENTS, STAGE_TASK, ModelSection, TrainConfig
 from favchat.train.determinism import deterministic_kernels
 from favchat.train.feature_cache import FrozenTowerCache
 from favchat.train.metrics_log import MetricsLogger
@@ -67,7 +67,7 @@ def apply_schedule(model: torch.nn.Module, cfg: TrainConfig) -> list[str]:
         apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                    target_modules=cfg.lora.target_modules)
     present = model.component_parameters()
-    missing = [c for c in cfg.trainable if c not in present and c != "static_weights"]
+    missing = [c for c in cfg.trainable if c not in present and c not in OPTIONAL_COMPONENTS]
     if missing:
         raise SetupError(f"stage {cfg.stage} trains {missing}, which this model does not have")
     model.set_trainable([c for c in cfg.trainable if c in present])
