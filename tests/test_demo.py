@@ -42,6 +42,9 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert "slot_loss" in (out / f"stage{k}" / "metrics.csv").read_text().splitlines()[0]
     assert stage0["cache_frozen_towers"] and stage0["data"]["cache_videos"]  # the demo encodes each clip once
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
+    # the slots' phrases are rows of the model's phrase table, which stage 0 trains with the LLM
+    assert stage0["schedule"][0] == ["language_model", "phrase_embeddings"]
+    assert json.loads((out / "stage3" / "final" / "config.json").read_text())["phrase_embeddings"]
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
     assert "Facial encoder pretraining" in printed and "| blind baseline |" in printed

@@ -208,7 +208,7 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     hyps = {r.id: preds[r.id]["answer"] for r in desc}
     captions = {"n": len(desc), "cider": M.cider(refs, hyps), "rouge_l": M.rouge_l(refs, hyps)} if desc else {}
     example_clip = clips[0]
-    question = "What colour is the person's hair, and what emotion do they show?"
+    question = "Give a detailed description of the video."  # a question of a type the model trained on
     example = {"clip": example_clip.id, "video": str(example_clip.video_path), "question": question,
                "answer": predictor(VideoRef(example_clip.video_path, example_clip.frame_range), question),
                "ground_truth": example_clip.labels}
