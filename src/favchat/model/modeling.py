@@ -442,12 +442,12 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         """Phrases as video tokens (stage 0): (B, N_q, P) token ids → (B, N_q, d_llm), each slot the mean of
         its phrase's token embeddings (zero for an empty slot), plus its label's residual with
         ``phrase_embeddings`` (the config's). The embeddings get the gradient."""
-        slot_ids = slot_ids.to(self.device)
+        slot_ids, slot_mask = slot_ids.to(self.device), slot_mask.to(self.device)
         e = self.get_input_embeddings()(slot_ids)  # (B, N_q, P, d_llm)
-        m = slot_mask.to(device=e.device, dtype=e.dtype).unsqueeze(-1)
+        m = slot_mask.to(e.dtype).unsqueeze(-1)
         slots = (e * m).sum(2) / m.sum(2).clamp_min(1)
         if self.phrase_embeddings is not None:
-            slots = slots + self.phrase_embeddings(slot_ids, slot_mask.to(self.device)).to(slots.dtype)
+            slots = slots + self.phrase_embeddings(slot_ids, slot_mask).to(slots.dtype)
         return slots
 
     # ---------------------------------------------------------------- forward / generate
