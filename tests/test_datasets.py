@@ -19,6 +19,7 @@ from favchat.data.datasets import (
     SampleError,
     Skipped,
     SummaryDataset,
+    VideoCache,
     label_phrases,
     slot_phrases,
 )
@@ -229,3 +230,27 @@ def test_memoized_loader_decodes_each_clip_once(manifest: Path, processor):
 
     bad = QADataset(manifest, MemoizedLoader(broken), on_error="skip")
     assert isinstance(bad[0], Skipped) and len(bad.load_video) == 0  # a failure is not remembered
+
+
+def test_video_cache_shares_frames_between_runs_with_the_same_processor_settings(manifest: Path, tmp_path):
+    from favchat.model.configuration import FaVChatConfig
+    from favchat.model.processing import FaVChatProcessor
+
+    cfg = FaVChatConfig.from_preset("tiny")
+    first = FaVChatProcessor.from_config(cfg)
+    first.save_pretrained(tmp_path)
+    again = FaVChatProcessor.from_pretrained(tmp_path)  # the next stage's processor, from the checkpoint
+    other = FaVChatProcessor.from_config(FaVChatConfig.from_preset("tiny", face_image_size=48))
+    calls = []
+    for proc in (first, again, other):
+        def load(path, frame_range=None, _load=proc.load_video):
+            calls.append(str(path))
+            return _load(path, frame_range)
+
+        proc.load_video = load
+    cache = VideoCache()
+    clip = read_manifest(manifest)[0]
+    a = cache.loader(first)(clip.video_path, clip.frame_range)
+    assert cache.loader(again)(clip.video_path, clip.frame_range) is a and len(calls) == 1
+    b = cache.loader(other)(clip.video_path, clip.frame_range)
+    assert len(calls) == 2 and b.face.shape[1] == 48 and a.face.shape[1] == 64

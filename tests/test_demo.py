@@ -126,6 +126,10 @@ def test_label_slots_need_stage_zero_and_the_slot_loss_stages_one_to_three():
         load_demo_config(False, overrides=["--label_slots", "true", "--stages.0.slot_loss_weight", "1.0"])
     assert load_demo_config(False, overrides=["--label_slots", "true", "--stages.2.slot_loss_weight", "1.0"]).label_slots
     assert load_demo_config(False, overrides=["--stages.2.slot_loss_weight", "1.0"]).stages[2].slot_loss_weight == 1
+    with pytest.raises(ValueError, match="stages.2.slot_noise: it applies to stage 0 only"):
+        load_demo_config(False, overrides=["--stages.2.slot_noise", "0.5"])
+    with pytest.raises(ValueError, match="stages.0.slot_noise must be >= 0"):
+        load_demo_config(False, overrides=["--stages.0.slot_noise", "-1"])
 
 
 def test_the_recipe_checks_the_facial_encoder_pretraining_keys():

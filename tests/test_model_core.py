@@ -117,6 +117,30 @@ def test_the_phrase_table_adds_a_learned_vector_per_label(tmp_path):
     torch.testing.assert_close(loaded.phrase_slots(ids, mask), slots)
 
 
+def test_slot_noise_perturbs_every_slot_by_a_fraction_of_the_phrases_norm():
+    """Stage 0's ``slot_noise``: Gaussian noise on the video slots (filled and empty), its expected norm that
+    fraction of the filled slots' RMS norm, drawn from torch's generator; 0 leaves the slots exact."""
+    model, proc = tiny()
+    b = proc(None, QUESTIONS, ANSWERS)
+    ids, mask = proc.encode_phrases([["black hair", "smiles"], ["happy"]])
+    video = b["input_ids"] == model.config.video_token_id
+
+    def slots(**kw):
+        out = model(**b, slot_ids=ids, slot_mask=mask, output_hidden_states=True, **kw)
+        return out.hidden_states[0][video].view(2, -1, model.config.text_config.hidden_size), out.loss
+
+    clean, loss = slots()
+    assert torch.equal(slots(slot_noise=0.0)[1], loss)
+    torch.manual_seed(0)
+    noisy, noisy_loss = slots(slot_noise=0.5)
+    torch.manual_seed(0)
+    assert torch.equal(slots(slot_noise=0.5)[1], noisy_loss) and not torch.equal(noisy_loss, loss)
+    filled = mask.bool().any(-1)
+    rms = clean[filled].square().sum(-1).mean().sqrt()
+    ratio = (noisy - clean).norm(dim=-1) / rms  # (2, N_q): every slot, the empty ones too
+    assert (ratio > 0).all() and 0.4 < ratio.mean() < 0.6
+
+
 def test_slot_loss_pulls_the_video_tokens_to_their_slots_phrases():
     """Stages 1-3 with label slots: each video token's squared distance to its slot's phrase (zero: empty),
     scaled by the phrases' mean squared norm; its gradient reaches the visual levels, not the embeddings."""

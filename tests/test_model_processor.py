@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from favchat import FaVChatProcessor
+from favchat import FaVChatConfig, FaVChatProcessor
 from favchat.data.video import VideoDecodeError, write_video
 from favchat.model.processing import VideoInputs
 from model_helpers import ANSWERS, QUESTIONS, frames, tiny
@@ -66,6 +66,21 @@ def test_face_crops_with_a_detector_and_pickling():
     clone = pickle.loads(pickle.dumps(proc))
     assert np.array_equal(clone.load_video(vid).face, v.face)
     assert pickle.loads(pickle.dumps(v)).face_source == "detector"
+
+
+def test_the_config_names_the_face_detector(tmp_path):
+    from skimage.data import astronaut
+
+    cfg = FaVChatConfig.from_preset("tiny", face_detector="haar")
+    proc = FaVChatProcessor.from_config(cfg)
+    vid = np.stack([astronaut()] * 4)
+    assert proc.load_video(vid).face_source == "detector"
+    assert FaVChatProcessor.from_config(cfg, face_detector="yuface").face_detector.name == "yuface"
+    proc.save_pretrained(tmp_path)  # a checkpoint's processor keeps the detector
+    assert FaVChatProcessor.from_pretrained(tmp_path).load_video(vid).face_source == "detector"
+    assert FaVChatProcessor.from_config(FaVChatConfig.from_preset("tiny")).load_video(vid).face_source == "full_frame"
+    with pytest.raises(ValueError, match="unknown face_detector 'retina'"):
+        FaVChatConfig.from_preset("tiny", face_detector="retina")
 
 
 def test_call_builds_the_batch(proc):

@@ -52,8 +52,8 @@ def _component(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory, manifest):
-    """Run stages 0, 1, 2, 3 in a chain (a model with its own phrase table, which stage 0 trains); keep each
-    stage's weights before and after."""
+    """Run stages 0, 1, 2, 3 in a chain (a model with its own phrase table, which stage 0 trains, reading its
+    phrases through noise); keep each stage's weights before and after."""
     from favchat import FaVChatForConditionalGeneration
 
     tmp = tmp_path_factory.mktemp("stages")
@@ -63,7 +63,8 @@ def stages(tmp_path_factory, manifest):
         if init is None:
             from favchat import FaVChatConfig
 
-            cfg = _cfg(tmp, manifest, stage, f"stage{stage}", **{"model.overrides": {"phrase_embeddings": True}})
+            cfg = _cfg(tmp, manifest, stage, f"stage{stage}", slot_noise=0.5,
+                       **{"model.overrides": {"phrase_embeddings": True}})
             torch.manual_seed(0)
             before = _state(FaVChatForConditionalGeneration.from_parts(
                 FaVChatConfig.from_preset("tiny", phrase_embeddings=True)))
@@ -241,6 +242,10 @@ def test_label_slots_in_stage_zero_then_the_slot_loss(tmp_path, manifest, stages
     assert len(rows) == 12 and rows[-1]["slot_loss"] < rows[0]["slot_loss"]
     with pytest.raises(ValueError, match="label_slots lays out the slots in stage 0"):
         _cfg(tmp_path, manifest, 1, "x", label_slots=True)
+    with pytest.raises(ValueError, match="set it for stage 0 only"):
+        _cfg(tmp_path, manifest, 1, "x", slot_noise=0.5)
+    with pytest.raises(ValueError, match="slot_noise must be >= 0"):
+        _cfg(tmp_path, manifest, 0, "x", slot_noise=-0.1)
 
 
 def test_stage_two_without_a_stage_one_checkpoint_stops_before_training(tmp_path, manifest):

@@ -51,6 +51,8 @@ class StageSection:
     batch_size: int = 8
     # stages 1-3: weight of the slot loss (TrainConfig.slot_loss_weight)
     slot_loss_weight: float = 0.0
+    # stage 0: noise on the phrases in the slots (TrainConfig.slot_noise)
+    slot_noise: float = 0.0
 
 
 @dataclass
@@ -96,6 +98,11 @@ class DemoConfig:
         if 0 in weighted:
             raise ValueError("stage 0 sets slot_loss_weight: it applies to stages 1-3 only (stage 0 puts the "
                              "phrases in the slots itself)")
+        for k, st in self.stages.items():
+            if st.slot_noise < 0:
+                raise ValueError(f"stages.{k}.slot_noise must be >= 0, got {st.slot_noise}")
+            if st.slot_noise > 0 and k != 0:
+                raise ValueError(f"stages.{k}.slot_noise: it applies to stage 0 only (the phrases it puts in the slots)")
         if self.face_pretrain is not None and self.face_pretrain.event_loss_weight < 0:
             raise ValueError(f"face_pretrain.event_loss_weight must be >= 0, got {self.face_pretrain.event_loss_weight}")
 
@@ -111,6 +118,7 @@ def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] 
 
 def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     from favchat.config_io import load_config
+    from favchat.data.datasets import VideoCache
     from favchat.data.synth.generate import SynthConfig, generate
     from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
     from favchat.train.face_pretrain import FacePretrainConfig, pretrain_face
@@ -128,6 +136,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
 
     init = None
     runs: dict[str, Path] = {}
+    # each clip decoded (and its face found) once for the pretraining and every stage, not once per run
+    videos = VideoCache()
     if cfg.face_pretrain is not None:
         t = time.perf_counter()
         fp = cfg.face_pretrain
@@ -137,7 +147,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
             "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
                       "warmup_steps": max(1, fp.max_steps // 20)},
             "event_loss_weight": fp.event_loss_weight, "log_every": max(1, fp.max_steps // 10),
-        }), progress=progress)
+        }), progress=progress, video_cache=videos)
         timings["face_pretrain_s"] = time.perf_counter() - t
         runs["facial encoder"] = out / "face_pretrain" / "metrics.csv"
     schedule = {k: list(v) for k, v in DEFAULT_SCHEDULE.items()} | {k: list(v) for k, v in cfg.schedule.items()}
@@ -150,12 +160,13 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
             "model": cfg.model, "data": {"train_manifest": str(manifest), "cache_videos": True},
             "tensorboard": False, "schedule": schedule,
             "label_slots": cfg.label_slots and stage == 0, "slot_loss_weight": st.slot_loss_weight,
+            "slot_noise": st.slot_noise,
             "cache_frozen_towers": True,  # small towers and clips: every clip's frames and frozen states fit in memory
             "optim": {"lr": st.lr, "max_steps": st.max_steps, "batch_size": st.batch_size, "scheduler": "cosine",
                       "warmup_steps": max(1, st.max_steps // 20)},
             "log_every": max(1, st.max_steps // 10), "save_every": st.max_steps, "keep_checkpoints": 1,
         })
-        init = train(tcfg).final_dir
+        init = train(tcfg, video_cache=videos).final_dir
         timings[f"stage{stage}_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

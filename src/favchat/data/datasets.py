@@ -28,6 +28,7 @@ decoded it) and yields a ``Skipped`` marker that the collator drops and reports 
 from __future__ import annotations
 
 import abc
+import json
 import logging
 import os
 import random
@@ -237,9 +238,9 @@ class MemoizedLoader:
     process: with DataLoader workers each worker fills its own, for one epoch. About 0.2 MB per clip at
     64 px with 8 + 8 frames; the frames are shared, not copied, so nothing may modify them."""
 
-    def __init__(self, load_video: Callable[..., Any]):
+    def __init__(self, load_video: Callable[..., Any], store: dict | None = None):
         self.load_video = load_video
-        self._frames: dict[tuple[str, tuple[int, int] | None], Any] = {}
+        self._frames: dict[tuple[str, tuple[int, int] | None], Any] = {} if store is None else store
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -249,6 +250,19 @@ class MemoizedLoader:
         if key not in self._frames:  # a failure raises and is not remembered
             self._frames[key] = self.load_video(path, frame_range)
         return self._frames[key]
+
+
+class VideoCache:
+    """Decoded clips kept across the runs of one process (``favchat demo``: the facial encoder's pretraining and
+    stages 1-3). ``loader(processor)`` shares the frames of every earlier loader whose processor had the same
+    settings (frames, sizes, face detector), so each clip is decoded, and its face found, once."""
+
+    def __init__(self) -> None:
+        self._stores: dict[str, dict] = {}
+
+    def loader(self, processor) -> MemoizedLoader:
+        key = json.dumps(processor.settings(), sort_keys=True)
+        return MemoizedLoader(processor.load_video, self._stores.setdefault(key, {}))
 
 
 @dataclass

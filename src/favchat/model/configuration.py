@@ -89,6 +89,9 @@ class FaVChatConfig(PretrainedConfig):
     face_image_size: int = 32
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
+    # the processor's face detector (a favchat.data.faces.get_detector name): the facial frames are crops around
+    # the face it finds; None: the whole frame stands in (the facial encoder then sees the face small)
+    face_detector: str | None = None
     # ablation switches (paper Table 3)
     use_face_encoder: bool = True
     use_m_chain: bool = True
@@ -132,6 +135,12 @@ class FaVChatConfig(PretrainedConfig):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
         if self.slot_labels is not None and len(self.slot_labels) > self.num_query_tokens:
             raise ValueError(f"{len(self.slot_labels)} slot_labels do not fit num_query_tokens={self.num_query_tokens}")
+        if self.face_detector is not None:
+            from favchat.data.faces import DETECTORS
+
+            if self.face_detector not in ("auto", *DETECTORS):
+                raise ValueError(f"unknown face_detector {self.face_detector!r}; choose from "
+                                 f"{['auto', *DETECTORS]} or None (the whole frame)")
         if self.low_level_blocks is not None and len(self.low_level_blocks) == 0:
             raise ValueError("low_level_blocks must name at least one block (or be None for all blocks)")
 

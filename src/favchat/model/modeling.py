@@ -457,21 +457,28 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 labels: torch.Tensor | None = None, video_features: VideoFeatures | None = None,
                 slot_ids: torch.Tensor | None = None, slot_mask: torch.Tensor | None = None,
                 target_slot_ids: torch.Tensor | None = None, target_slot_mask: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, **kwargs) -> FaVChatOutput:
+                slot_noise: float = 0.0, output_hidden_states: bool | None = None, **kwargs) -> FaVChatOutput:
         """Next-token loss on the answer tokens only (``labels`` is -100 everywhere else).
 
         ``slot_ids`` / ``slot_mask`` (stage 0, ``FaVChatProcessor.encode_phrases``): label phrases fill the
         video slots instead of the video's tokens (``phrase_slots``); the visual levels do not run and
-        ``adapter_weights`` is None. ``target_slot_ids`` / ``target_slot_mask`` (same form): the phrases the
-        video tokens should carry, slot by slot with label slots (``slot_loss``), in any order without them
-        (``set_slot_loss``); the output's ``slot_loss`` is then that loss (no gradient into the embedding
-        table)."""
+        ``adapter_weights`` is None. ``slot_noise`` > 0 then adds Gaussian noise to every slot, its expected
+        norm that fraction of the filled slots' RMS norm (the reader learns to read approximate phrases).
+        ``target_slot_ids`` / ``target_slot_mask`` (same form): the phrases the video tokens should carry,
+        slot by slot with label slots (``slot_loss``), in any order without them (``set_slot_loss``); the
+        output's ``slot_loss`` is then that loss (no gradient into the embedding table)."""
         loss_slots = None
         with self._autocast():
             if slot_ids is not None:
                 if slot_mask is None:
                     raise ValueError("slot_ids need their slot_mask (FaVChatProcessor.encode_phrases)")
                 video_embeds, weights = self.phrase_slots(slot_ids, slot_mask), None
+                if slot_noise > 0:
+                    filled = slot_mask.to(self.device).bool().any(-1)
+                    if filled.any():
+                        rms = video_embeds.detach()[filled].float().square().sum(-1).mean().sqrt()
+                        std = (slot_noise * rms / video_embeds.shape[-1] ** 0.5).to(video_embeds.dtype)
+                        video_embeds = video_embeds + std * torch.randn_like(video_embeds)
             elif question_ids is None:
                 raise ValueError("question_ids are required: the prompt-query levels are guided by the question")
             else:

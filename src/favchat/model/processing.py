@@ -83,14 +83,16 @@ class FaVChatProcessor:
     # ------------------------------------------------------------------ construction / persistence
     @classmethod
     def from_config(cls, config, tokenizer=None, face_detector: Any = None) -> FaVChatProcessor:
-        """Settings from a FaVChatConfig; the tokenizer of its preset when none is given."""
+        """Settings from a FaVChatConfig; the tokenizer of its preset when none is given. ``face_detector``
+        replaces the config's (``config.face_detector``, a detector name)."""
         if tokenizer is None:
             tokenizer = default_tokenizer(config)
         proc = cls(tokenizer, num_query_tokens=config.num_query_tokens,
                    num_general_frames=config.num_general_frames, num_face_frames=config.num_face_frames,
                    image_size=config.image_size, face_image_size=config.face_image_size,
                    image_mean=config.image_mean, image_std=config.image_std, video_token=config.video_token,
-                   system_prompt=config.system_prompt, face_detector=face_detector)
+                   system_prompt=config.system_prompt,
+                   face_detector=face_detector if face_detector is not None else config.face_detector)
         if config.video_token_id is None:
             config.video_token_id = proc.video_token_id
         elif config.video_token_id != proc.video_token_id:
@@ -101,7 +103,8 @@ class FaVChatProcessor:
                              f"{config.text_config.vocab_size} embeddings")
         return proc
 
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """What the processor's output depends on besides the tokenizer (what ``save_pretrained`` writes)."""
         keys = ("num_query_tokens", "num_general_frames", "num_face_frames", "image_size", "face_image_size",
                 "image_mean", "image_std", "video_token", "system_prompt", "face_margin")
         return {k: getattr(self, k) for k in keys} | {"face_detector": self._detector_name}
@@ -110,7 +113,7 @@ class FaVChatProcessor:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(path)
-        (path / PROCESSOR_FILE).write_text(json.dumps(self._settings(), indent=2))
+        (path / PROCESSOR_FILE).write_text(json.dumps(self.settings(), indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FaVChatProcessor:

@@ -107,6 +107,9 @@ class TrainConfig:
     # the video tokens' squared distance to the phrases their slots stand for, empty slots zero; without,
     # the clip's label phrases matched to the tokens in any order (model/modeling.py, set_slot_loss).
     slot_loss_weight: float = 0.0
+    # stage 0: Gaussian noise on the phrases in the video slots, its norm this fraction of the phrases' RMS norm, so
+    # the reader learns to read phrases the visual levels write only approximately (model forward's slot_noise)
+    slot_noise: float = 0.0
     max_new_tokens_eval: int = 32
     log_every: int = 10
     save_every: int = 50  # optimizer steps between checkpoints; the last step always saves
@@ -131,6 +134,10 @@ class TrainConfig:
             raise ValueError("data.train_manifest is required")
         if self.slot_loss_weight < 0:
             raise ValueError(f"slot_loss_weight must be >= 0, got {self.slot_loss_weight}")
+        if self.slot_noise < 0:
+            raise ValueError(f"slot_noise must be >= 0, got {self.slot_noise}")
+        if self.slot_noise > 0 and self.stage != 0:
+            raise ValueError("slot_noise perturbs the phrases stage 0 puts in the slots: set it for stage 0 only")
         if self.label_slots and self.stage != 0:
             raise ValueError("label_slots lays out the slots in stage 0; later stages keep the model's layout")
 

@@ -31,6 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,9 @@ from favchat.config_io import to_dict
 from favchat.data.taxonomy import EXCLUSIVE_SETS, group_of
 from favchat.train.config import DataSection, ModelSection, OptimSection
 from favchat.train.metrics_log import MetricsLogger
+
+if TYPE_CHECKING:
+    from favchat.data.datasets import VideoCache
 
 log = logging.getLogger("favchat.train")
 
@@ -189,15 +193,16 @@ def evaluate_heads(logits: torch.Tensor, targets: torch.Tensor, exclusive: dict[
     return out
 
 
-def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
-    """Train ``face_encoder`` on the label heads; returns the ``final/`` checkpoint folder."""
+def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: VideoCache | None = None) -> Path:
+    """Train ``face_encoder`` on the label heads; returns the ``final/`` checkpoint folder. ``video_cache``:
+    decoded clips shared with later runs in this process (with ``data.cache_videos``)."""
     from accelerate import Accelerator
     from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from favchat.data.datasets import MemoizedLoader, load_clips
+    from favchat.data.datasets import VideoCache, load_clips
     from favchat.train.trainer import SetupError, build_model
 
     out = Path(cfg.output_dir)
@@ -225,7 +230,7 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False) -> Path:
     scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
                               num_training_steps=cfg.optim.max_steps)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
-    load_video = MemoizedLoader(processor.load_video) if cfg.data.cache_videos else processor.load_video
+    load_video = (video_cache or VideoCache()).loader(processor) if cfg.data.cache_videos else processor.load_video
     dataset = _ClipLabels(clips, load_video, labels, event_labels, cfg.data.on_error)
 
     def collate(items):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -35,6 +35,9 @@ from favchat.train.config import OPTIONAL_COMPONENTS, STAGE_TASK, ModelSection, 
 from favchat.train.determinism import deterministic_kernels
 from favchat.train.feature_cache import FrozenTowerCache
 from favchat.train.metrics_log import MetricsLogger
+
+if TYPE_CHECKING:
+    from favchat.data.datasets import VideoCache
 
 log = logging.getLogger("favchat.train")
 
@@ -95,12 +98,14 @@ class TrainResult:
     step: int
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, video_cache: VideoCache | None = None) -> TrainResult:
+    """One stage. ``video_cache``: decoded clips shared with earlier runs in this process (with
+    ``data.cache_videos``; else each run keeps its own)."""
     with deterministic_kernels(cfg.deterministic):
-        return _train(cfg, resume)
+        return _train(cfg, resume, video_cache)
 
 
-def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
+def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> TrainResult:
     from accelerate import Accelerator, DistributedType
     from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import set_seed
@@ -110,9 +115,9 @@ def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
         Collator,
         EmotionQADataset,
         LabelReadingDataset,
-        MemoizedLoader,
         QADataset,
         SummaryDataset,
+        VideoCache,
     )
     from favchat.data.taxonomy import LABELS
 
@@ -127,7 +132,7 @@ def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
     model, processor = build_model(cfg.init_from, cfg.model, f"; stage {cfg.stage} starts from the "
                                    f"stage-{cfg.stage - 1} run's final/ folder")
 
-    load_video = MemoizedLoader(processor.load_video) if cfg.data.cache_videos else processor.load_video
+    load_video = (video_cache or VideoCache()).loader(processor) if cfg.data.cache_videos else processor.load_video
 
     def stage_data(cls):
         return cls(cfg.data.train_manifest, load_video, split="train", on_error=cfg.data.on_error)
@@ -216,6 +221,8 @@ def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
             inputs = {k: v.to(accelerator.device) for k, v in batch["inputs"].items()}
             if cache is not None:
                 inputs["video_features"] = cache.lookup(batch["clip_ids"], inputs)
+            if cfg.slot_noise > 0:
+                inputs["slot_noise"] = cfg.slot_noise
             with accelerator.accumulate(model):
                 outputs = model(**inputs)
                 loss = outputs.loss + cfg.slot_loss_weight * outputs.slot_loss if slot_loss else outputs.loss
