@@ -236,7 +236,8 @@ class MemoizedLoader:
     """A ``load_video`` that decodes each (file, frame range) once and keeps its frames in memory, for
     training that sees every clip several times (a clip's QA pairs, the epochs). The memory is per
     process: with DataLoader workers each worker fills its own, for one epoch. About 0.2 MB per clip at
-    64 px with 8 + 8 frames; the frames are shared, not copied, so nothing may modify them."""
+    64 px with 8 + 8 frames; the frames are shared, not copied, so nothing may modify them. ``store``: the dict
+    that keeps them (``VideoCache`` hands loaders a shared one); a new one by default."""
 
     def __init__(self, load_video: Callable[..., Any], store: dict | None = None):
         self.load_video = load_video
