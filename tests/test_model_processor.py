@@ -79,7 +79,7 @@ def test_the_config_names_the_face_detector(tmp_path):
     proc.save_pretrained(tmp_path)  # a checkpoint's processor keeps the detector
     assert FaVChatProcessor.from_pretrained(tmp_path).load_video(vid).face_source == "detector"
     assert FaVChatProcessor.from_config(FaVChatConfig.from_preset("tiny")).load_video(vid).face_source == "full_frame"
-    with pytest.raises(ValueError, match="unknown face_detector 'retina'"):
+    with pytest.raises(ValueError, match="unknown face detector 'retina'"):
         FaVChatConfig.from_preset("tiny", face_detector="retina")
 
 

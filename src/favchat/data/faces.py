@@ -118,7 +118,14 @@ def available_detectors() -> list[str]:
     return names
 
 
+def check_detector_name(name: str) -> None:
+    """A ``get_detector`` name, checked without loading the detector (a model config names one)."""
+    if name != "auto" and name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose from {['auto', *DETECTORS]}")
+
+
 def get_detector(name: str = "auto", **kwargs) -> FaceDetector:
+    check_detector_name(name)
     if name == "auto":
         for cand in ("mediapipe", "yuface", "haar"):
             try:
@@ -126,8 +133,6 @@ def get_detector(name: str = "auto", **kwargs) -> FaceDetector:
             except (ImportError, RuntimeError, AttributeError):
                 continue
         raise RuntimeError("no face detector could be loaded (install opencv-python-headless<5)")
-    if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; choose from {['auto', *DETECTORS]}")
     try:
         return DETECTORS[name](**kwargs)
     except ImportError as e:

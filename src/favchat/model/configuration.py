@@ -135,12 +135,10 @@ class FaVChatConfig(PretrainedConfig):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
         if self.slot_labels is not None and len(self.slot_labels) > self.num_query_tokens:
             raise ValueError(f"{len(self.slot_labels)} slot_labels do not fit num_query_tokens={self.num_query_tokens}")
-        if self.face_detector is not None:
-            from favchat.data.faces import DETECTORS
+        if self.face_detector is not None:  # None: the whole frame
+            from favchat.data.faces import check_detector_name
 
-            if self.face_detector not in ("auto", *DETECTORS):
-                raise ValueError(f"unknown face_detector {self.face_detector!r}; choose from "
-                                 f"{['auto', *DETECTORS]} or None (the whole frame)")
+            check_detector_name(self.face_detector)
         if self.low_level_blocks is not None and len(self.low_level_blocks) == 0:
             raise ValueError("low_level_blocks must name at least one block (or be None for all blocks)")
 
