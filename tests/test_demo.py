@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -126,10 +127,39 @@ def test_label_slots_need_stage_zero_and_the_slot_loss_stages_one_to_three():
         load_demo_config(False, overrides=["--label_slots", "true", "--stages.0.slot_loss_weight", "1.0"])
     assert load_demo_config(False, overrides=["--label_slots", "true", "--stages.2.slot_loss_weight", "1.0"]).label_slots
     assert load_demo_config(False, overrides=["--stages.2.slot_loss_weight", "1.0"]).stages[2].slot_loss_weight == 1
-    with pytest.raises(ValueError, match="stages.2.slot_noise: it applies to stage 0 only"):
+    with pytest.raises(ValueError, match="stages.2: TrainConfig: slot_noise .* set it for stage 0 only"):
         load_demo_config(False, overrides=["--stages.2.slot_noise", "0.5"])
-    with pytest.raises(ValueError, match="stages.0.slot_noise must be >= 0"):
+    with pytest.raises(ValueError, match="stages.0: TrainConfig: slot_noise must be >= 0"):
         load_demo_config(False, overrides=["--stages.0.slot_noise", "-1"])
+
+
+def test_the_recipe_resolves_every_run_and_chains_the_checkpoints(tmp_path):
+    from favchat.demo import load_demo_config
+
+    plan = load_demo_config(False, overrides=["--seed", "4"]).runs(tmp_path)
+    manifest = str(tmp_path / "data" / "manifest.jsonl")
+    assert plan.face_pretrain.data.train_manifest == manifest and plan.face_pretrain.seed == 4
+    assert list(plan.stages) == [0, 1, 2, 3]
+    chain = [str(tmp_path / "face_pretrain" / "final")] + [str(tmp_path / f"stage{k}" / "final") for k in range(3)]
+    assert [plan.stages[k].init_from for k in range(4)] == chain
+    assert {(c.data.train_manifest, c.seed) for c in plan.stages.values()} == {(manifest, 4)}
+    assert [plan.stages[k].slot_loss_weight for k in range(4)] == [0.0, 3.0, 3.0, 3.0]
+    assert "face_encoder" not in plan.stages[1].trainable + plan.stages[2].trainable  # the recipe's schedule
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    (["--model.overrides.num_query_token", "8"], r"model: unknown FaVChatConfig field\(s\) \['num_query_token'\]"),
+    (["--model.overrides.num_query_tokens", "x"], "model.overrides: a value of the wrong type"),
+    (["--schedule.2", "[bogus]"], r"schedule.2 names unknown components \['bogus'\]"),
+    (["--stages.3.max_steps", "0"], "stages.3: TrainConfig: optim.max_steps"),
+    (["--synth.min_size", "8"], "synth: SynthConfig: need 32 <= min_size"),
+])
+def test_a_bad_value_anywhere_in_the_recipe_stops_the_demo_before_it_writes_anything(tmp_path, capsys, override,
+                                                                                     message):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress", *override]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
 
 
 def test_the_recipe_checks_the_facial_encoder_pretraining_keys():

@@ -131,5 +131,7 @@ def test_config_round_trip_and_validation(tmp_path):
         FaVChatConfig.from_preset("tiny", num_query_tokens=0)
     with pytest.raises(ValueError, match="unknown preset"):
         FaVChatConfig.from_preset("llava")
+    with pytest.raises(ValueError, match=r"unknown FaVChatConfig field\(s\) \['num_query_token'\]"):  # a typo
+        FaVChatConfig.from_preset("tiny", num_query_token=4)
     with pytest.raises(ValueError, match="block 9 does not exist"):
         FaVChatForConditionalGeneration(FaVChatConfig.from_preset("tiny", low_level_blocks=[1, 9]))

@@ -246,6 +246,8 @@ def test_label_slots_in_stage_zero_then_the_slot_loss(tmp_path, manifest, stages
         _cfg(tmp_path, manifest, 1, "x", slot_noise=0.5)
     with pytest.raises(ValueError, match="slot_noise must be >= 0"):
         _cfg(tmp_path, manifest, 0, "x", slot_noise=-0.1)
+    with pytest.raises(ValueError, match="slot_loss_weight applies to stages 1-3 only"):
+        _cfg(tmp_path, manifest, 0, "x", slot_loss_weight=1.0)
 
 
 def test_stage_two_without_a_stage_one_checkpoint_stops_before_training(tmp_path, manifest):

@@ -28,7 +28,12 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from favchat.data.synth.generate import SynthConfig
+    from favchat.train.config import TrainConfig
+    from favchat.train.face_pretrain import FacePretrainConfig
 
 log = logging.getLogger("favchat.demo")
 
@@ -94,17 +99,74 @@ class DemoConfig:
                              "that the recipe does not run")
         if self.label_slots and 0 not in self.stages:
             raise ValueError("label_slots lays out the video slots in stage 0: configure stage 0")
-        weighted = [k for k, st in self.stages.items() if st.slot_loss_weight > 0]
-        if 0 in weighted:
-            raise ValueError("stage 0 sets slot_loss_weight: it applies to stages 1-3 only (stage 0 puts the "
-                             "phrases in the slots itself)")
-        for k, st in self.stages.items():
-            if st.slot_noise < 0:
-                raise ValueError(f"stages.{k}.slot_noise must be >= 0, got {st.slot_noise}")
-            if st.slot_noise > 0 and k != 0:
-                raise ValueError(f"stages.{k}.slot_noise: it applies to stage 0 only (the phrases it puts in the slots)")
-        if self.face_pretrain is not None and self.face_pretrain.event_loss_weight < 0:
-            raise ValueError(f"face_pretrain.event_loss_weight must be >= 0, got {self.face_pretrain.event_loss_weight}")
+        # Every run's config is built now, so that any bad value stops the demo before it generates or trains
+        # anything (the output folder checks nothing; run_demo resolves the runs for its own).
+        self.runs(".")
+
+    def runs(self, out: str | Path) -> DemoRuns:
+        """The config of every run the recipe makes with ``out`` as its output folder: the clips, the facial
+        encoder's pretraining, then each stage from the previous run's ``final/`` checkpoint. A bad value raises
+        ``ValueError`` naming the recipe's key."""
+        from favchat.config_io import ConfigError, from_dict
+        from favchat.data.synth.generate import SynthConfig
+        from favchat.model.configuration import FaVChatConfig
+        from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
+        from favchat.train.face_pretrain import FacePretrainConfig
+
+        def build(key: str, cls: type, data: dict[str, Any]) -> Any:
+            try:
+                return from_dict(cls, data)
+            except ConfigError as e:
+                raise ValueError(f"{key}: {e}") from None
+
+        out = Path(out)
+        s = self.synth
+        synth = build("synth", SynthConfig, {"seed": s.seed, "min_frames": s.min_frames, "max_frames": s.max_frames,
+                                             "min_size": s.min_size, "max_size": s.max_size})
+        data = {"train_manifest": str(out / "data" / "manifest.jsonl"), "cache_videos": True}
+        face_pretrain, init = None, None
+        if self.face_pretrain is not None:
+            fp = self.face_pretrain
+            face_pretrain = build("face_pretrain", FacePretrainConfig, {
+                "output_dir": str(out / "face_pretrain"), "model": self.model, "seed": self.seed, "data": data,
+                "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
+                          "warmup_steps": max(1, fp.max_steps // 20)},
+                "event_loss_weight": fp.event_loss_weight, "log_every": max(1, fp.max_steps // 10),
+            })
+            init = str(out / "face_pretrain" / "final")
+        schedule = {k: list(v) for k, v in DEFAULT_SCHEDULE.items()} | {k: list(v) for k, v in self.schedule.items()}
+        stages = {}
+        for stage in sorted(self.stages):
+            st = self.stages[stage]
+            stages[stage] = build(f"stages.{stage}", TrainConfig, {
+                "stage": stage, "output_dir": str(out / f"stage{stage}"), "init_from": init, "seed": self.seed,
+                "model": self.model, "data": data, "tensorboard": False, "schedule": schedule,
+                "label_slots": self.label_slots and stage == 0, "slot_loss_weight": st.slot_loss_weight,
+                "slot_noise": st.slot_noise,
+                "cache_frozen_towers": True,  # small towers and clips: every clip's frames and frozen states fit in memory
+                "optim": {"lr": st.lr, "max_steps": st.max_steps, "batch_size": st.batch_size, "scheduler": "cosine",
+                          "warmup_steps": max(1, st.max_steps // 20)},
+                "log_every": max(1, st.max_steps // 10), "save_every": st.max_steps, "keep_checkpoints": 1,
+            })
+            init = str(out / f"stage{stage}" / "final")
+        # the first run builds the model from the preset: its overrides are checked here, not after the clips
+        model = (face_pretrain or stages[min(stages)]).model
+        try:
+            FaVChatConfig.from_preset(model.preset, **model.overrides)
+        except TypeError as e:
+            raise ValueError(f"model.overrides: a value of the wrong type ({e})") from None
+        except ValueError as e:
+            raise ValueError(f"model: {e}") from None
+        return DemoRuns(synth, face_pretrain, stages)
+
+
+@dataclass
+class DemoRuns:
+    """What a recipe runs, resolved for one output folder (``DemoConfig.runs``)."""
+
+    synth: SynthConfig
+    face_pretrain: FacePretrainConfig | None
+    stages: dict[int, TrainConfig]
 
 
 def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] | None = None) -> DemoConfig:
@@ -117,55 +179,29 @@ def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] 
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
-    from favchat.config_io import load_config
     from favchat.data.datasets import VideoCache
-    from favchat.data.synth.generate import SynthConfig, generate
-    from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
-    from favchat.train.face_pretrain import FacePretrainConfig, pretrain_face
+    from favchat.data.synth.generate import generate
+    from favchat.train.face_pretrain import pretrain_face
     from favchat.train.metrics_log import plot_curves
     from favchat.train.trainer import train
 
     out = Path(out)
+    plan = cfg.runs(out)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    s = cfg.synth
-    manifest = generate(SynthConfig(seed=s.seed, min_frames=s.min_frames, max_frames=s.max_frames,
-                                    min_size=s.min_size, max_size=s.max_size), n=s.n, out=out / "data",
-                        workers=s.workers, progress=progress)
+    manifest = generate(plan.synth, n=cfg.synth.n, out=out / "data", workers=cfg.synth.workers, progress=progress)
     timings["synth_s"] = time.perf_counter() - t
 
-    init = None
     runs: dict[str, Path] = {}
     # each clip decoded (and its face found) once for the pretraining and every stage, not once per run
     videos = VideoCache()
-    if cfg.face_pretrain is not None:
+    if plan.face_pretrain is not None:
         t = time.perf_counter()
-        fp = cfg.face_pretrain
-        init = pretrain_face(load_config(FacePretrainConfig, None, {
-            "output_dir": str(out / "face_pretrain"), "model": cfg.model, "seed": cfg.seed,
-            "data": {"train_manifest": str(manifest), "cache_videos": True},
-            "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
-                      "warmup_steps": max(1, fp.max_steps // 20)},
-            "event_loss_weight": fp.event_loss_weight, "log_every": max(1, fp.max_steps // 10),
-        }), progress=progress, video_cache=videos)
+        pretrain_face(plan.face_pretrain, progress=progress, video_cache=videos)
         timings["face_pretrain_s"] = time.perf_counter() - t
         runs["facial encoder"] = out / "face_pretrain" / "metrics.csv"
-    schedule = {k: list(v) for k, v in DEFAULT_SCHEDULE.items()} | {k: list(v) for k, v in cfg.schedule.items()}
-    for stage in sorted(cfg.stages):
+    for stage, tcfg in plan.stages.items():
         t = time.perf_counter()
-        st = cfg.stages[stage]
-        tcfg = load_config(TrainConfig, None, {
-            "stage": stage, "output_dir": str(out / f"stage{stage}"), "init_from": str(init) if init else None,
-            "seed": cfg.seed,
-            "model": cfg.model, "data": {"train_manifest": str(manifest), "cache_videos": True},
-            "tensorboard": False, "schedule": schedule,
-            "label_slots": cfg.label_slots and stage == 0, "slot_loss_weight": st.slot_loss_weight,
-            "slot_noise": st.slot_noise,
-            "cache_frozen_towers": True,  # small towers and clips: every clip's frames and frozen states fit in memory
-            "optim": {"lr": st.lr, "max_steps": st.max_steps, "batch_size": st.batch_size, "scheduler": "cosine",
-                      "warmup_steps": max(1, st.max_steps // 20)},
-            "log_every": max(1, st.max_steps // 10), "save_every": st.max_steps, "keep_checkpoints": 1,
-        })
         init = train(tcfg, video_cache=videos).final_dir
         timings[f"stage{stage}_s"] = time.perf_counter() - t
 

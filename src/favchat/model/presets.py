@@ -9,6 +9,7 @@ local folder given as ``llm_path``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from favchat.model.configuration import FaVChatConfig
@@ -95,6 +96,10 @@ def _paper(text: dict[str, Any], name: str, **overrides: Any) -> FaVChatConfig:
 
 
 def preset_config(name: str, **overrides: Any) -> FaVChatConfig:
+    known = {f.name for f in dataclasses.fields(FaVChatConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown FaVChatConfig field(s) {unknown} among the {name!r} preset's overrides")
     if name == "tiny":
         return _tiny(**overrides)
     if name == "smollm2":

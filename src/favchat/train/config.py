@@ -134,6 +134,8 @@ class TrainConfig:
             raise ValueError("data.train_manifest is required")
         if self.slot_loss_weight < 0:
             raise ValueError(f"slot_loss_weight must be >= 0, got {self.slot_loss_weight}")
+        if self.slot_loss_weight > 0 and self.stage == 0:
+            raise ValueError("slot_loss_weight applies to stages 1-3 only (stage 0 puts the phrases in the slots itself)")
         if self.slot_noise < 0:
             raise ValueError(f"slot_noise must be >= 0, got {self.slot_noise}")
         if self.slot_noise > 0 and self.stage != 0:

@@ -145,7 +145,7 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
             raise SetupError(f"label_slots: the training clips show {len(names)} labels, more than the model's "
                              f"num_query_tokens={model.config.num_query_tokens} video slots")
         model.config.slot_labels = names
-    slot_loss = cfg.slot_loss_weight > 0 and cfg.stage != 0  # stage 0 puts the phrases in the slots themselves
+    slot_loss = cfg.slot_loss_weight > 0  # stages 1-3 only (TrainConfig)
     collate = Collator(processor, slot_labels=model.config.slot_labels if slot_loss or cfg.stage == 0 else None,
                        phrase_targets=slot_loss and model.config.slot_labels is None)
     if len(dataset) == 0:
