@@ -138,6 +138,7 @@ def test_the_recipe_resolves_every_run_and_chains_the_checkpoints(tmp_path):
 
     plan = load_demo_config(False, overrides=["--seed", "4"]).runs(tmp_path)
     manifest = str(tmp_path / "data" / "manifest.jsonl")
+    assert str(plan.manifest) == manifest and plan.synth.seed == 0  # the clips' seed is synth.seed, not the training's
     assert plan.face_pretrain.data.train_manifest == manifest and plan.face_pretrain.seed == 4
     assert list(plan.stages) == [0, 1, 2, 3]
     chain = [str(tmp_path / "face_pretrain" / "final")] + [str(tmp_path / f"stage{k}" / "final") for k in range(3)]

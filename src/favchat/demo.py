@@ -123,7 +123,8 @@ class DemoConfig:
         s = self.synth
         synth = build("synth", SynthConfig, {"seed": s.seed, "min_frames": s.min_frames, "max_frames": s.max_frames,
                                              "min_size": s.min_size, "max_size": s.max_size})
-        data = {"train_manifest": str(out / "data" / "manifest.jsonl"), "cache_videos": True}
+        manifest = out / "data" / "manifest.jsonl"  # what FaceSynth's generate writes under out/data
+        data = {"train_manifest": str(manifest), "cache_videos": True}
         face_pretrain, init = None, None
         if self.face_pretrain is not None:
             fp = self.face_pretrain
@@ -157,7 +158,7 @@ class DemoConfig:
             raise ValueError(f"model.overrides: a value of the wrong type ({e})") from None
         except ValueError as e:
             raise ValueError(f"model: {e}") from None
-        return DemoRuns(synth, face_pretrain, stages)
+        return DemoRuns(synth, manifest, face_pretrain, stages)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class DemoRuns:
     """What a recipe runs, resolved for one output folder (``DemoConfig.runs``)."""
 
     synth: SynthConfig
+    manifest: Path  # the clips' manifest that generation writes and every run reads
     face_pretrain: FacePretrainConfig | None
     stages: dict[int, TrainConfig]
 
@@ -189,7 +191,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
     plan = cfg.runs(out)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    manifest = generate(plan.synth, n=cfg.synth.n, out=out / "data", workers=cfg.synth.workers, progress=progress)
+    manifest = generate(plan.synth, n=cfg.synth.n, out=plan.manifest.parent, workers=cfg.synth.workers,
+                        progress=progress)
     timings["synth_s"] = time.perf_counter() - t
 
     runs: dict[str, Path] = {}
