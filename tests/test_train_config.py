@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -25,12 +28,12 @@ def test_defaults_follow_the_design_schedule(tmp_path):
     assert not cfg.use_lora
 
 
-def test_the_schedule_names_the_models_components():
-    """The config keeps its own list of components (reading a config imports no torch): the model's."""
-    from favchat.model.modeling import COMPONENTS as MODEL_COMPONENTS
-    from favchat.train.config import COMPONENTS, OPTIONAL_COMPONENTS
-
-    assert COMPONENTS == MODEL_COMPONENTS and set(OPTIONAL_COMPONENTS) <= set(COMPONENTS)
+def test_reading_a_config_imports_no_torch():
+    """The schedule's component names come from a torch-free module, so a config loads without torch."""
+    code = ("import sys; from favchat.train.config import DataSection, TrainConfig; "
+            "TrainConfig(stage=1, data=DataSection(train_manifest='m.jsonl')); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_overrides_are_typed_and_nested(tmp_path):

@@ -28,6 +28,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from favchat.data.taxonomy import LABELS
+from favchat.model.components import COMPONENTS
 from favchat.model.configuration import FaVChatConfig
 from favchat.model.prompt_query import (
     LowLevelChain,
@@ -37,10 +38,6 @@ from favchat.model.prompt_query import (
     WeightAdapter,
 )
 from favchat.model.vision import VideoViT, VisionTower, build_tower, resolve_blocks
-
-COMPONENTS = ("general_encoder", "face_encoder", "text_proj", "low_level", "general_qformer", "face_qformer",
-              "general_adapter", "face_adapter", "static_weights", "projector", "language_model",
-              "phrase_embeddings")
 
 
 @dataclass

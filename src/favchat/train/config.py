@@ -22,14 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-COMPONENTS = (
-    "general_encoder", "face_encoder", "text_proj", "low_level", "general_qformer", "face_qformer",
-    "general_adapter", "face_adapter", "static_weights", "projector", "language_model", "phrase_embeddings",
-)
-
-# Components a model may lack, which a schedule may still name: ``static_weights`` exists only in the no-adapter
-# ablation (and trains with the adapters), ``phrase_embeddings`` only in a model with its own phrase table.
-OPTIONAL_COMPONENTS = ("static_weights", "phrase_embeddings")
+from favchat.model.components import COMPONENTS
 
 # DESIGN.md §2, and stage 0 (above).
 DEFAULT_SCHEDULE: dict[int, list[str]] = {

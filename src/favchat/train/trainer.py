@@ -31,7 +31,8 @@ import torch
 import yaml
 
 from favchat.config_io import to_dict
-from favchat.train.config import OPTIONAL_COMPONENTS, STAGE_TASK, ModelSection, TrainConfig
+from favchat.model.components import OPTIONAL_COMPONENTS
+from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
 from favchat.train.determinism import deterministic_kernels
 from favchat.train.feature_cache import FrozenTowerCache
 from favchat.train.metrics_log import MetricsLogger
