@@ -8,7 +8,7 @@ GPU memory per stage, under bf16 mixed precision.
 16 facial frames, both at 224 px) and prompt-query widths (d = 768, 32 queries), with a Qwen2.5-0.5B-shape
 LLM (24 layers of width 896) on the tiny preset's tokenizer; every weight is random (none of these ship in a
 wheel here), which costs nothing in speed or memory. ``--scale demo``: the demo's model. Each stage starts
-from the previous stage's final checkpoint, trains the components DESIGN.md §2 names (LoRA on the LLM in
+from the previous stage's final checkpoint, trains the components docs/design.md §2 names (LoRA on the LLM in
 stage 3), on FaceSynth clips. Per stage the script prints samples/s and tokens/s (mean of the logged windows
 after the first, which holds the warm-up), peak GPU memory, the loss of the first and last window, and
 checks that every parameter outside the stage's schedule is bit-identical to the checkpoint it started from.

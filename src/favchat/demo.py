@@ -82,7 +82,7 @@ class DemoConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
     face_pretrain: FacePretrainSection | None = None  # the facial encoder's task pretraining before the stages
     stages: dict[int, StageSection] = field(default_factory=dict)
-    # per-stage trainable components replacing DESIGN.md §2's defaults (train/config.py) for the stages named
+    # per-stage trainable components replacing docs/design.md §2's defaults (train/config.py) for the stages named
     schedule: dict[int, list[str]] = field(default_factory=dict)
     # stage 0 gives each label a video slot of its own (TrainConfig.label_slots); needs a stage 0
     label_slots: bool = False

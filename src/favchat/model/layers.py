@@ -68,7 +68,7 @@ class SelfAttentionBlock(Checkpointable):
 
 
 class CrossAttentionBlock(Checkpointable):
-    """DESIGN.md Eq. 4: ``Z = Q + MHA(LN(Q), LN(KV))``, output ``Z + FFN(LN(Z))`` (pre-norm)."""
+    """docs/design.md Eq. 4: ``Z = Q + MHA(LN(Q), LN(KV))``, output ``Z + FFN(LN(Z))`` (pre-norm)."""
 
     def __init__(self, dim: int, num_heads: int, hidden: int, eps: float = 1e-6):
         super().__init__()

@@ -1,4 +1,4 @@
-"""FaVChat: two prompt-guided visual streams injected into a causal LLM (DESIGN.md §1).
+"""FaVChat: two prompt-guided visual streams injected into a causal LLM (docs/design.md §1).
 
 Data flow for one question about one video (shapes for batch B):
 
@@ -176,7 +176,7 @@ class FaVChatOutput(ModelOutput):
     adapter_weights: torch.Tensor | None = None  # (B, 2): (w_g, w_f)
     slot_loss: torch.Tensor | None = None  # with target_slot_ids: the video tokens' slot loss
     hidden_states: tuple[torch.Tensor, ...] | None = None
-    past_key_values: object | None = None
+    cache: object | None = None  # the LLM's key/value cache (transformers >= 5.24 names it `cache`)
 
 
 class FaVChatForConditionalGeneration(PreTrainedModel):
@@ -507,7 +507,7 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                                        ignore_index=-100)
         return FaVChatOutput(loss=loss, logits=out.logits, adapter_weights=weights, slot_loss=loss_slots,
                              hidden_states=out.hidden_states if output_hidden_states else None,
-                             past_key_values=getattr(out, "past_key_values", None))
+                             cache=out.cache)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

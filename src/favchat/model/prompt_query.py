@@ -1,4 +1,4 @@
-"""The three prompt-query levels of FaVChat (DESIGN.md §1), each a module of width d.
+"""The three prompt-query levels of FaVChat (docs/design.md §1), each a module of width d.
 
 - ``TextProjection``: ``T = LN(W_t · E_llm[q])`` (the embedding lookup happens in the model, frozen).
 - ``LowLevelChain`` (Eq. 1–4): ``F̂_i = LN(F_i W_i + b_i)``; ``M_1 = Block(T, F̂_1)``,

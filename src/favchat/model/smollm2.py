@@ -41,7 +41,7 @@ def ensure_smollm2() -> Path:
     tok.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN]})
     # The placeholder row is never read (its embedding is replaced by a video token), so mean init is enough.
     model.resize_token_embeddings(len(tok), mean_resizing=True)
-    # save_pretrained refuses a gguf-loaded model until its quantizer marks are dropped (OFFLINE.md).
+    # save_pretrained refuses a gguf-loaded model until its quantizer marks are dropped; transformers has no option for it).
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

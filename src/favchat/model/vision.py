@@ -2,7 +2,7 @@
 
 Every tower maps pixels (B, T, 3, H, W) to ``{block index: (B, T·N_i, C_i)}``: the per-frame tokens of
 all frames flattened into one sequence per block, with a learned temporal position embedding, so every
-prompt-query level sees space and time (DESIGN.md §1). Block indices follow HF's hidden-states tuple:
+prompt-query level sees space and time (docs/design.md §1). Block indices follow HF's hidden-states tuple:
 0 is the embedding output, i the output of block/stage i.
 
 - ``VideoViT``: the built-in video ViT (per-frame patches, spatial + temporal position embeddings, joint

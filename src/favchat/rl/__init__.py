@@ -1,4 +1,4 @@
-"""DE-GRPO and vanilla GRPO (paper §2.2, App. D; DESIGN.md §3): rewards, equations, trainer, CLI.
+"""DE-GRPO and vanilla GRPO (paper §2.2, App. D; docs/design.md §3): rewards, equations, trainer, CLI.
 
 Heavy parts (the trainer, the embedding reward model) import on first use; see docs/de_grpo.md.
 """

@@ -72,7 +72,7 @@ class RLConfig:
     kl_is_correction: bool = _f(False, "Multiply the k3 KL by the importance ratio (TRL's use_bias_correction_kl).")
     reference: str = _f("auto", "Reference policy: frozen_copy (a frozen deep copy), disable_adapter (the LoRA-"
                         "disabled base; needs a PEFT language model), auto (disable_adapter when possible).")
-    # --- DE-GRPO (Table 6 and DESIGN.md §3)
+    # --- DE-GRPO (Table 6 and docs/design.md §3)
     beta: float = _f(0.8, "β of the recurrent state h ← βh + (1−β)σ((U−δ)/τ) (Eq. 11).")
     tau: float = _f(0.1, "τ: temperature of the logistic in Eq. 11.")
     tau_low: float = _f(0.2, "τ_low: a sample with h < τ_low leaves the pool (Eq. 12).")

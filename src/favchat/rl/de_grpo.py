@@ -1,4 +1,4 @@
-"""The equations of DE-GRPO (paper §2.2, App. D; DESIGN.md §3), one small pure function each.
+"""The equations of DE-GRPO (paper §2.2, App. D; docs/design.md §3), one small pure function each.
 
 Shapes: B samples (prompts) per batch, G responses per sample, T completion tokens, N = B·G.
 

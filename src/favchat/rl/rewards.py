@@ -5,7 +5,7 @@ logged under its ``__name__`` (TRL's convention). ``None`` means "not applicable
 trainer combines the functions with :func:`combine_rewards`, which never lets a ``None`` or a NaN reach
 the loss.
 
-Fine-grained facial reward (DESIGN.md §3)::
+Fine-grained facial reward (docs/design.md §3)::
 
     R(o) = Σ_k λ_k S_k(o, y_k),   k ∈ {appearance, action, emotion},   λ = softmax(η)
 

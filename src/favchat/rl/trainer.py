@@ -1,4 +1,4 @@
-"""The RL trainer: DE-GRPO (paper §2.2, App. D; DESIGN.md §3) and vanilla GRPO in one loop.
+"""The RL trainer: DE-GRPO (paper §2.2, App. D; docs/design.md §3) and vanilla GRPO in one loop.
 
 Run it with ``favchat rl --config FILE`` (or ``accelerate launch -m favchat.cli rl --config FILE``).
 

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
              "2: QA, 3: emotion QA) with the paper's freezing schedule",
         description=(
             "Train one stage of the progressive paradigm. The stage's trainable components come from the "
-            "config's schedule (DESIGN.md §2 by default). Any config key can be overridden after the known "
+            "config's schedule (docs/design.md §2 by default). Any config key can be overridden after the known "
             "arguments with --section.key value, e.g. --optim.lr 3e-4 --optim.max_steps 200. Runs under "
             "`accelerate launch` for DDP, FSDP or DeepSpeed (see configs/accelerate/)."
         ),

@@ -1,4 +1,4 @@
-"""The supervised training config (stages 1–3 of the progressive paradigm, paper §2.3, DESIGN.md §2).
+"""The supervised training config (stages 1–3 of the progressive paradigm, paper §2.3, docs/design.md §2).
 
 The freezing schedule is data: ``schedule[stage]`` names the model components that train in that
 stage; every other parameter is frozen. Components are the model's submodule names.
@@ -24,7 +24,7 @@ from typing import Literal
 
 from favchat.model.components import COMPONENTS
 
-# DESIGN.md §2, and stage 0 (above).
+# docs/design.md §2, and stage 0 (above).
 DEFAULT_SCHEDULE: dict[int, list[str]] = {
     0: ["language_model", "phrase_embeddings"],
     1: ["general_encoder", "face_encoder", "low_level", "general_adapter", "face_adapter", "static_weights",

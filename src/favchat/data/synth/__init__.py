@@ -1,4 +1,4 @@
-"""FaceSynth: procedural facial videos with exact ground truth over 42 taxonomy labels (DESIGN.md §6).
+"""FaceSynth: procedural facial videos with exact ground truth over 42 taxonomy labels (docs/design.md §6).
 
     from favchat.data.synth import SynthConfig, generate, render_clip
     generate(SynthConfig(seed=0), n=100, out="data/facesynth", workers=2)   # videos/ + manifest.jsonl
