@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--clips", type=int, default=48, help="FaceSynth clips (80%% train)")
     ap.add_argument("--precision", choices=("bf16", "fp16", "no"), default="bf16")
-    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--activation-checkpointing", action="store_true")
     args = ap.parse_args()
 
     import torch
@@ -69,7 +69,7 @@ def main() -> None:
     log_every = max(1, args.steps // 4)
     device = torch.cuda.get_device_name() if cuda else "CPU (no GPU memory figures)"
     print(f"{device}, torch {torch.__version__}; scale {args.scale}, precision {args.precision}, gradient "
-          f"checkpointing {args.gradient_checkpointing}, {args.steps} steps of {args.batch} per stage")
+          f"checkpointing {args.activation_checkpointing}, {args.steps} steps of {args.batch} per stage")
     print(f"{'stage':>5} {'trainable':>11} {'samples/s':>10} {'tokens/s':>9} {'peak GPU':>9} "
           f"{'loss first -> last':>19}  frozen unchanged")
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def main() -> None:
             cfg = load_config(TrainConfig, None, {
                 "stage": stage, "output_dir": str(tmp / f"stage{stage}"), "init_from": init, "model": model,
                 "data": {"train_manifest": str(manifest), "cache_videos": True},
-                "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing,
+                "precision": args.precision, "activation_checkpointing": args.activation_checkpointing,
                 "tensorboard": False, "log_every": log_every, "save_every": args.steps, "keep_checkpoints": 1,
                 "optim": {"lr": 1e-4, "max_steps": args.steps, "batch_size": args.batch},
             })

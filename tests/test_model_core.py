@@ -421,7 +421,7 @@ def test_lora_round_trip_and_trainable_set(tmp_path):
     assert all("lora_" in n or n.startswith("projector.") for n in trainable)
 
 
-def test_gradient_checkpointing_same_loss_and_grads():
+def test_activation_checkpointing_same_loss_and_grads():
     b = None
     results = []
     for ckpt in (False, True):
@@ -429,7 +429,7 @@ def test_gradient_checkpointing_same_loss_and_grads():
         model.train()
         b = b or batch(proc)
         if ckpt:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
             assert model.low_level.blocks[0].gradient_checkpointing
         loss = model(**b).loss
         loss.backward()

@@ -86,7 +86,7 @@ class TrainConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     optim: OptimSection = field(default_factory=OptimSection)
     precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = False
+    activation_checkpointing: bool = False
     # deterministic kernels only (train/determinism.py): on a GPU, runs with one seed and resumed runs then
     # train the same weights; slower. On a CPU they do already.
     deterministic: bool = False

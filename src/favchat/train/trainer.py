@@ -3,7 +3,7 @@
 Stage 0 (an LLM built from scratch learns to answer from label phrases in the video slots) is described in
 ``config.py``.
 
-    favchat train --stage 1 --config configs/stage1_tiny.yaml [--optim.lr 3e-4 ...]
+    favchat train --stage 1 --config configs/train/tiny_stage1.yaml [--optim.lr 3e-4 ...]
     accelerate launch --config_file configs/accelerate/ddp_8gpu.yaml -m favchat train --stage 1 --config ...
 
 One linear loop: build the model (a preset for stage 1, the previous stage's checkpoint after), freeze
@@ -152,8 +152,8 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
     if len(dataset) == 0:
         raise SetupError(f"{cfg.data.train_manifest}: no training samples for stage {cfg.stage} "
                          f"({STAGE_TASK[cfg.stage]})")
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.activation_checkpointing:
+        model.activation_checkpointing_enable()
     use_cache = cfg.cache_frozen_towers and cfg.stage != 0  # stage 0 runs no tower
     if use_cache:
         # The cache runs the frozen towers of the unwrapped model outside the wrapper's forward: that needs
