@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from favchat.data.synth.generate import SynthConfig
-    from favchat.train.config import TrainConfig
+    from favchat.recipes.tiny_demo import DemoStageConfig
     from favchat.train.face_pretrain import FacePretrainConfig
 
 log = logging.getLogger("favchat.demo")
@@ -54,10 +54,8 @@ class StageSection:
     max_steps: int = 100
     lr: float = 1e-3
     batch_size: int = 8
-    # stages 1-3: weight of the slot loss (TrainConfig.slot_loss_weight)
+    # stages 1-3: weight of the slot loss (the recipe's DemoStageConfig.slot_loss_weight)
     slot_loss_weight: float = 0.0
-    # stage 0: noise on the phrases in the slots (TrainConfig.slot_noise)
-    slot_noise: float = 0.0
 
 
 @dataclass
@@ -65,8 +63,6 @@ class FacePretrainSection:
     max_steps: int = 200
     lr: float = 1e-3
     batch_size: int = 32
-    # per-frame loss on the clips' timed events (FacePretrainConfig.event_loss_weight; 0: off)
-    event_loss_weight: float = 0.0
 
 
 @dataclass
@@ -84,8 +80,6 @@ class DemoConfig:
     stages: dict[int, StageSection] = field(default_factory=dict)
     # per-stage trainable components replacing docs/design.md §2's defaults (train/config.py) for the stages named
     schedule: dict[int, list[str]] = field(default_factory=dict)
-    # stage 0 gives each label a video slot of its own (TrainConfig.label_slots); needs a stage 0
-    label_slots: bool = False
     # the training seed of the facial encoder's pretraining and of every stage (initialisation, data order);
     # synth.seed draws the clips. Another seed measures how far one recipe's figures move from run to run.
     seed: int = 0
@@ -97,8 +91,6 @@ class DemoConfig:
         if not set(self.schedule) <= set(self.stages):
             raise ValueError(f"schedule names stages {sorted(set(self.schedule) - set(self.stages))} "
                              "that the recipe does not run")
-        if self.label_slots and 0 not in self.stages:
-            raise ValueError("label_slots lays out the video slots in stage 0: configure stage 0")
         # Every run's config is built now, so that any bad value stops the demo before it generates or trains
         # anything (the output folder checks nothing; run_demo resolves the runs for its own).
         self.runs(".")
@@ -110,7 +102,8 @@ class DemoConfig:
         from favchat.config_io import ConfigError, from_dict
         from favchat.data.synth.generate import SynthConfig
         from favchat.model.configuration import FaVChatConfig
-        from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
+        from favchat.recipes.tiny_demo import DemoStageConfig
+        from favchat.train.config import DEFAULT_SCHEDULE
         from favchat.train.face_pretrain import FacePretrainConfig
 
         def build(key: str, cls: type, data: dict[str, Any]) -> Any:
@@ -132,18 +125,17 @@ class DemoConfig:
                 "output_dir": str(out / "face_pretrain"), "model": self.model, "seed": self.seed, "data": data,
                 "optim": {"lr": fp.lr, "max_steps": fp.max_steps, "batch_size": fp.batch_size,
                           "warmup_steps": max(1, fp.max_steps // 20)},
-                "event_loss_weight": fp.event_loss_weight, "log_every": max(1, fp.max_steps // 10),
+                "log_every": max(1, fp.max_steps // 10),
             })
             init = str(out / "face_pretrain" / "final")
         schedule = {k: list(v) for k, v in DEFAULT_SCHEDULE.items()} | {k: list(v) for k, v in self.schedule.items()}
         stages = {}
         for stage in sorted(self.stages):
             st = self.stages[stage]
-            stages[stage] = build(f"stages.{stage}", TrainConfig, {
+            stages[stage] = build(f"stages.{stage}", DemoStageConfig, {
                 "stage": stage, "output_dir": str(out / f"stage{stage}"), "init_from": init, "seed": self.seed,
                 "model": self.model, "data": data, "tensorboard": False, "schedule": schedule,
-                "label_slots": self.label_slots and stage == 0, "slot_loss_weight": st.slot_loss_weight,
-                "slot_noise": st.slot_noise,
+                "slot_loss_weight": st.slot_loss_weight,
                 "cache_frozen_towers": True,  # small towers and clips: every clip's frames and frozen states fit in memory
                 "optim": {"lr": st.lr, "max_steps": st.max_steps, "batch_size": st.batch_size, "scheduler": "cosine",
                           "warmup_steps": max(1, st.max_steps // 20)},
@@ -168,7 +160,7 @@ class DemoRuns:
     synth: SynthConfig
     manifest: Path  # the clips' manifest that generation writes and every run reads
     face_pretrain: FacePretrainConfig | None
-    stages: dict[int, TrainConfig]
+    stages: dict[int, DemoStageConfig]
 
 
 def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] | None = None) -> DemoConfig:
@@ -183,6 +175,7 @@ def load_demo_config(quick: bool, path: str | None = None, overrides: list[str] 
 def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     from favchat.data.datasets import VideoCache
     from favchat.data.synth.generate import generate
+    from favchat.recipes.tiny_demo import stage_hooks
     from favchat.train.face_pretrain import pretrain_face
     from favchat.train.metrics_log import plot_curves
     from favchat.train.trainer import train
@@ -205,7 +198,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, progress: bool = True) -> dict[st
         runs["facial encoder"] = out / "face_pretrain" / "metrics.csv"
     for stage, tcfg in plan.stages.items():
         t = time.perf_counter()
-        init = train(tcfg, video_cache=videos).final_dir
+        init = train(tcfg, video_cache=videos, hooks=stage_hooks(tcfg)).final_dir
         timings[f"stage{stage}_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -244,7 +244,7 @@ class FaVChatProcessor:
                  return_tensors: str = "pt", padding_side: str | None = None):
         """A padded batch. ``padding_side`` defaults to right with answers (training), left without
         (generation, so every prompt ends where the answer starts). ``videos=None``: text only, no pixel
-        values (stage 0 fills the video slots with label phrases: ``encode_phrases``)."""
+        values (a recipe then fills the video slots: the model's ``video_embeds``)."""
         from transformers import BatchFeature
 
         if return_tensors != "pt":
@@ -269,23 +269,6 @@ class FaVChatProcessor:
             inputs = [v if isinstance(v, VideoInputs) else self.load_video(v) for v in videos]
             data["general_pixel_values"], data["face_pixel_values"] = self.pixel_values(inputs)
         return BatchFeature(data=data)
-
-    def encode_phrases(self, phrases: Sequence[Sequence[str]]):
-        """Phrases for the video slots, one per slot: → ``slot_ids`` (B, N_q, P) and ``slot_mask`` (B, N_q, P)
-        (zero for padding and for empty slots; an empty string leaves its slot empty). A sample with more
-        phrases than the N_q slots keeps its first N_q."""
-        import torch
-
-        ids = [[phrase_token_ids(self.tokenizer, p) if p else [] for p in ps[:self.num_query_tokens]]
-               for ps in phrases]
-        width = max([1] + [len(t) for sample in ids for t in sample])
-        slot_ids = torch.full((len(ids), self.num_query_tokens, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        slot_mask = torch.zeros_like(slot_ids)
-        for b, sample in enumerate(ids):
-            for k, t in enumerate(sample):
-                slot_ids[b, k, :len(t)] = torch.tensor(t, dtype=torch.long)
-                slot_mask[b, k, :len(t)] = 1
-        return slot_ids, slot_mask
 
     def pixel_values(self, videos: Sequence[VideoInputs]):
         """Normalised pixel tensors of loaded videos: general (B, Tg, 3, H, W) and face (B, Tf, 3, h, w)."""
@@ -312,11 +295,6 @@ def _pad(seqs: list[list[int]], value: int, side: str):
         ids[i, sl] = torch.tensor(s, dtype=torch.long)
         mask[i, sl] = 1
     return ids, mask
-
-
-def phrase_token_ids(tokenizer, phrase: str) -> list[int]:
-    """A label phrase's token ids as it reads inside a sentence (after a space)."""
-    return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]
 
 
 def default_tokenizer(config):

@@ -32,8 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train only the facial encoder, with a temporary linear head over the blocks the low level reads, "
             "on the taxonomy labels of a manifest's training clips (binary cross-entropy per label, softmax "
-            "cross-entropy inside each exclusive set such as the emotions) and, with --event_loss_weight W > 0, "
-            "per frame on the actions and emotions the manifest's events time. Writes OUTPUT_DIR/final (a FaVChat "
+            "cross-entropy inside each exclusive set such as the emotions). Writes OUTPUT_DIR/final (a FaVChat "
             "checkpoint for init_from of stage 0 or 1) and OUTPUT_DIR/report.json (the heads' accuracy on the "
             "val split). Any config key can be overridden with --section.key value."
         ),

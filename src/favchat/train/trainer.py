@@ -1,6 +1,6 @@
 """Supervised training of one stage of the progressive paradigm (paper §2.3, docs/design.md §2).
 
-Stage 0 (an LLM built from scratch learns to answer from label phrases in the video slots) is described in
+Stage 0 (an LLM built from scratch learns to read its video slots, on a recipe's data) is described in
 ``config.py``.
 
     favchat train --stage 1 --config configs/train/tiny_stage1.yaml [--optim.lr 3e-4 ...]
@@ -8,8 +8,8 @@ Stage 0 (an LLM built from scratch learns to answer from label phrases in the vi
 
 One linear loop: build the model (a preset for stage 1, the previous stage's checkpoint after), freeze
 everything but the stage's components (``config.schedule[stage]``), wrap the LLM in LoRA when the
-stage asks for it, then optimise next-token cross-entropy on answer tokens (plus ``slot_loss_weight`` times
-the slot loss: ``FaVChatForConditionalGeneration.forward``). Every ``save_every`` steps
+stage asks for it, then optimise next-token cross-entropy on answer tokens (a recipe's ``StageHooks`` may
+change the data and the loss: ``favchat.train.hooks``). Every ``save_every`` steps
 a checkpoint holds the accelerate state (model, optimizer, scheduler, RNG of every process), the data
 position and the fully resolved config, so ``--resume`` continues exactly. The last step also writes
 ``final/``: a plain ``FaVChatForConditionalGeneration`` folder (LoRA merged) with its processor.
@@ -35,6 +35,7 @@ from favchat.model.components import OPTIONAL_COMPONENTS
 from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
 from favchat.train.determinism import deterministic_kernels
 from favchat.train.feature_cache import FrozenTowerCache
+from favchat.train.hooks import StageHooks
 from favchat.train.metrics_log import MetricsLogger
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def apply_schedule(model: torch.nn.Module, cfg: TrainConfig) -> list[str]:
 
 
 def _new_window() -> dict[str, float]:
-    return {"loss": 0.0, "slot_loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "n_w": 0, "samples": 0, "tokens": 0, "skipped": 0}
+    return {"loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "n_w": 0, "samples": 0, "tokens": 0, "skipped": 0}
 
 
 def _epoch_batches(loader_factory, start_epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:
@@ -99,28 +100,21 @@ class TrainResult:
     step: int
 
 
-def train(cfg: TrainConfig, resume: bool = False, video_cache: VideoCache | None = None) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, video_cache: VideoCache | None = None,
+          hooks: StageHooks | None = None) -> TrainResult:
     """One stage. ``video_cache``: decoded clips shared with earlier runs in this process (with
-    ``data.cache_videos``; else each run keeps its own)."""
+    ``data.cache_videos``; else each run keeps its own). ``hooks``: a recipe's changes to the stage."""
     with deterministic_kernels(cfg.deterministic):
-        return _train(cfg, resume, video_cache)
+        return _train(cfg, resume, video_cache, hooks or StageHooks())
 
 
-def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> TrainResult:
+def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks: StageHooks) -> TrainResult:
     from accelerate import Accelerator, DistributedType
     from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from favchat.data.datasets import (
-        Collator,
-        EmotionQADataset,
-        LabelReadingDataset,
-        QADataset,
-        SummaryDataset,
-        VideoCache,
-    )
-    from favchat.data.taxonomy import LABELS
+    from favchat.data.datasets import Collator, EmotionQADataset, QADataset, SummaryDataset, VideoCache
 
     out = Path(cfg.output_dir)
     # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
@@ -135,20 +129,13 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
 
     load_video = (video_cache or VideoCache()).loader(processor) if cfg.data.cache_videos else processor.load_video
 
-    def stage_data(cls):
-        return cls(cfg.data.train_manifest, load_video, split="train", on_error=cfg.data.on_error)
-
-    dataset = stage_data({0: LabelReadingDataset, 1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage])
-    if cfg.label_slots:
-        shown = {n for s in dataset.samples for n in s.clip.all_labels}
-        names = [lab.name for lab in LABELS if lab.name in shown]
-        if len(names) > model.config.num_query_tokens:
-            raise SetupError(f"label_slots: the training clips show {len(names)} labels, more than the model's "
-                             f"num_query_tokens={model.config.num_query_tokens} video slots")
-        model.config.slot_labels = names
-    slot_loss = cfg.slot_loss_weight > 0  # stages 1-3 only (TrainConfig)
-    collate = Collator(processor, slot_labels=model.config.slot_labels if slot_loss or cfg.stage == 0 else None,
-                       phrase_targets=slot_loss and model.config.slot_labels is None)
+    dataset = hooks.dataset(cfg, load_video)
+    if dataset is None:
+        if cfg.stage == 0:
+            raise SetupError("stage 0 has no data of its own: it reads a recipe's (favchat.recipes.tiny_demo, "
+                             "run by favchat demo)")
+        dataset = {1: SummaryDataset, 2: QADataset, 3: EmotionQADataset}[cfg.stage](
+            cfg.data.train_manifest, load_video, split="train", on_error=cfg.data.on_error)
     if len(dataset) == 0:
         raise SetupError(f"{cfg.data.train_manifest}: no training samples for stage {cfg.stage} "
                          f"({STAGE_TASK[cfg.stage]})")
@@ -162,17 +149,28 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
         if accelerator.distributed_type == DistributedType.FSDP or (ds_plugin and ds_plugin.zero_stage == 3):
             raise SetupError("cache_frozen_towers needs unsharded tower weights: not under FSDP or ZeRO-3")
     trainable = apply_schedule(model, cfg)
+    collate = hooks.setup(model, processor) or Collator(processor)
+    extra = hooks.module  # a recipe's own trainable weights, optimised after the model's
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if main:
         log.info("stage %d: %d trainable tensors (%.2fM params) in %s", cfg.stage, len(trainable), n_train / 1e6,
                  cfg.trainable)
 
     params = [p for p in model.parameters() if p.requires_grad]
+    if extra is not None:
+        params += [p for p in extra.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
                               num_training_steps=cfg.optim.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if extra is not None:
+        model, hooks.module, optimizer, scheduler = accelerator.prepare(model, extra, optimizer, scheduler)
+    else:
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    def parameters() -> list[torch.nn.Parameter]:
+        # The prepared modules' parameters: under FSDP they are not the tensors built above.
+        return [*model.parameters(), *(hooks.module.parameters() if hooks.module is not None else ())]
     cache = None
     if use_cache:
         cache = FrozenTowerCache(accelerator.unwrap_model(model))
@@ -222,21 +220,17 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
             inputs = {k: v.to(accelerator.device) for k, v in batch["inputs"].items()}
             if cache is not None:
                 inputs["video_features"] = cache.lookup(batch["clip_ids"], inputs)
-            if cfg.slot_noise > 0:
-                inputs["slot_noise"] = cfg.slot_noise
             with accelerator.accumulate(model):
-                outputs = model(**inputs)
-                loss = outputs.loss + cfg.slot_loss_weight * outputs.slot_loss if slot_loss else outputs.loss
+                outputs, loss, logs = hooks.forward(model, inputs, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
-                    # The prepared model's parameters: under FSDP they are not the tensors built above.
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                    accelerator.clip_grad_norm_(parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             window["loss"] += outputs.loss.detach().float().item()
-            if slot_loss:
-                window["slot_loss"] += outputs.slot_loss.detach().float().item()
+            for k, v in logs.items():
+                window[k] = window.get(k, 0.0) + v.detach().float().item()
             if outputs.adapter_weights is not None:  # None in stage 0 (no visual levels)
                 w = outputs.adapter_weights.detach().float().mean(0)
                 window["w_g"] += w[0].item()
@@ -252,9 +246,9 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
             dt = time.perf_counter() - t0
             n = window["n"]
             adapters = {"w_g": window["w_g"] / window["n_w"], "w_f": window["w_f"] / window["n_w"]} if window["n_w"] else {}
-            slots = {"slot_loss": window["slot_loss"] / n} if slot_loss else {}
+            extras = {k: window[k] / n for k in logs}
             logger.log(step, {
-                "loss": window["loss"] / n, **slots, "lr": scheduler.get_last_lr()[0], **adapters,
+                "loss": window["loss"] / n, **extras, "lr": scheduler.get_last_lr()[0], **adapters,
                 "samples_per_s": window["samples"] / dt, "tokens_per_s": window["tokens"] / dt,
                 "epoch": epoch, "skipped": window["skipped"],
             })
@@ -270,6 +264,9 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
     model = accelerator.unwrap_model(model)
     if main:
         export_final(model, processor, final, cfg)
+        if hooks.module is not None:
+            hooks.module = accelerator.unwrap_model(hooks.module)
+        hooks.export(final)
     accelerator.wait_for_everyone()
     return TrainResult(final, model, step)
 
