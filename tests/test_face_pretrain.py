@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from favchat.config_io import load_config
+from favchat.config import load_config
 from favchat.data.synth.generate import SynthConfig, generate
 from favchat.train.face_pretrain import (
     FacePretrainConfig,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from favchat import FaVChatConfig, FaVChatForConditionalGeneration, FaVChatProcessor
+from favchat import FaVChatConfig, FaVChatForConditionalGeneration
 from favchat.model.lora import apply_lora
 from favchat.model.modeling import COMPONENTS
 from model_helpers import ANSWERS, QUESTIONS, batch, frames, tiny

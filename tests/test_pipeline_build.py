@@ -276,10 +276,10 @@ def test_stage_commands_and_shards_give_the_build_manifest(videos, extractor, tm
     from favchat.cli import main
 
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    common = ["--out", str(single), "--no-progress"]
+    common = ["--out", str(single), "--progress", "false"]
     assert main(["data", "filter", "--input", str(videos["inputs"]), *common]) == 0
     assert main(["data", "trim", *common]) == 0
-    assert main(["data", "extract", "--extractor", str(extractor), *common]) == 0
+    assert main(["data", "extract", "--extract.extractor", str(extractor), *common]) == 0
     assert main(["data", "annotate", *common]) == 0
     assert main(["data", "qa", *common]) == 0
     table = capsys.readouterr().out
@@ -309,7 +309,7 @@ def test_stage_commands_and_shards_give_the_build_manifest(videos, extractor, tm
     _state_ids_unique(single)
     # A rerun with other settings is refused rather than mixing two configurations in one state.
     with pytest.raises(ValueError, match="face_threshold"):
-        main(["data", "filter", "--input", str(videos["inputs"]), "--face-threshold", "0.9", *common])
+        main(["data", "filter", "--input", str(videos["inputs"]), "--filter.face_threshold", "0.9", *common])
 
 
 def test_write_clips_gives_clip_files_the_manifest_points_to(videos, extractor, tmp_path):

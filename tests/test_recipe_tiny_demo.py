@@ -156,8 +156,9 @@ def test_the_recipes_stages_train_through_the_trainers_hooks(tmp_path, manifest)
     stage 1 then learns the slot loss toward that table's phrases (logged, and falling)."""
     from safetensors.torch import load_file
 
-    from favchat.config_io import load_config
-    from favchat.recipes.tiny_demo import DemoStageConfig, stage_hooks
+    from favchat.config import load_config
+    from favchat.recipes.tiny_demo.config import DemoStageConfig
+    from favchat.recipes.tiny_demo.hooks import stage_hooks
     from favchat.train.metrics_log import read_metrics
     from favchat.train.trainer import train
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from favchat.config_io import ConfigError, load_config
+from favchat.config import ConfigError, load_config
 from favchat.data.manifest import Clip
 from favchat.data.video import write_video
 from favchat.rl.config import RLConfig

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from favchat.config_io import load_config
+from favchat.config import load_config
 from favchat.data.manifest import ManifestError
 from favchat.data.synth.generate import SynthConfig, generate
 from favchat.train.config import TrainConfig
@@ -55,7 +55,7 @@ def stages(tmp_path_factory, manifest):
     """Run stages 0 (the demo recipe's reader, whose phrase table trains beside the LLM), 1, 2, 3 in a chain;
     keep each stage's weights before and after."""
     from favchat import FaVChatConfig, FaVChatForConditionalGeneration
-    from favchat.recipes.tiny_demo import ReaderStage
+    from favchat.recipes.tiny_demo.hooks import ReaderStage
 
     tmp = tmp_path_factory.mktemp("stages")
     out = {}
@@ -185,7 +185,7 @@ def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
     script.write_text(textwrap.dedent(f"""
         import torch
         from safetensors.torch import save_file
-        from favchat.config_io import load_config
+        from favchat.config import load_config
         from favchat.train.config import TrainConfig
         from favchat.train.trainer import train
         cfg = load_config(TrainConfig, None, {{
@@ -267,8 +267,8 @@ def test_chat_streams_answers_and_encodes_the_video_once(stages, manifest, monke
     assert [q for q, _ in session.history] == ["What colour is the hair?", "What emotion does the person show?"]
     assert session.history[0][1] == first.strip() and session.history[1][1] == second.strip()
 
-    assert main(["chat", "--model", str(res.final_dir), "--video", str(video), "--max-new-tokens", "4",
-                 "What colour is the hair?"]) == 0
+    assert main(["chat", "--model", str(res.final_dir), "--video", str(video), "--max_new_tokens", "4",
+                 "--question", "What colour is the hair?"]) == 0
     assert main(["chat", "--model", str(res.final_dir), "--video", str(video.with_name("missing.mp4")),
-                 "hi"]) == 2
+                 "--question", "hi"]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -37,8 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from favchat.data.taxonomy import GROUPS
-from favchat.rl import de_grpo as E
-from favchat.rl import rewards as rw
+from favchat.rl import de_grpo, rewards
 from favchat.rl.config import RLConfig
 from favchat.rl.data import RLSample, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
@@ -135,7 +134,7 @@ class RLTrainer:
 
 
         self.state = SampleState.create(len(self.pool), cfg.h0)
-        self.weights = rw.RewardWeights(learnable=cfg.learnable_weights, lr=cfg.weights_lr,
+        self.weights = rewards.RewardWeights(learnable=cfg.learnable_weights, lr=cfg.weights_lr,
                                         kl_coef=cfg.weights_kl, init=cfg.reward_weights)
         params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
         self.value_head = None
@@ -245,12 +244,12 @@ class RLTrainer:
     def _rewards(self, samples: list[RLSample], texts: list[str], g: int) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (training reward R (N,) float64, facial group scores (N, 3) with NaN where no labels)."""
         labels = [s.labels for s in samples for _ in range(g)]
-        scores = rw.group_scores(texts, labels, self.cfg.reward_backend, self.cfg.embedding_threshold)
+        scores = rewards.group_scores(texts, labels, self.cfg.reward_backend, self.cfg.embedding_threshold)
         if self.cfg.reward == "facial":
-            reward = rw.weighted_total(scores, self.weights.weights)
+            reward = rewards.weighted_total(scores, self.weights.weights)
         else:
             prompts = [s.question for s in samples for _ in range(g)]
-            reward = rw.combine_rewards({"format_length_reward": rw.format_length_reward(prompts, texts)}, len(texts))
+            reward = rewards.combine_rewards({"format_length_reward": rewards.format_length_reward(prompts, texts)}, len(texts))
         return torch.nan_to_num(reward, nan=0.0), scores
 
     def _forward_logps(self, model, feats, prompt, ids, mask, hidden: bool):
@@ -272,11 +271,11 @@ class RLTrainer:
         return self._forward_logps(self.reference, feats, prompt, ids, mask, False)[0]
 
     # ------------------------------------------------------------------ DE-GRPO utility
-    def _sensitivity(self, seq_logp: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample D (Eq. 8) and G (Eq. 9). seq_logp: (N,) with graph; rewards: (B, G) -> (B,), (B,)."""
-        b, g = rewards.shape
-        pairs = [E.preference_pairs(rewards[i], self.cfg.pair_margin) for i in range(b)]
-        d_out = torch.stack([E.separability(rewards[i], pairs[i]) for i in range(b)]).float()
+    def _sensitivity(self, seq_logp: torch.Tensor, group_rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample D (Eq. 8) and G (Eq. 9). seq_logp: (N,) with graph; group_rewards: (B, G) -> (B,), (B,)."""
+        b, g = group_rewards.shape
+        pairs = [de_grpo.preference_pairs(group_rewards[i], self.cfg.pair_margin) for i in range(b)]
+        d_out = torch.stack([de_grpo.separability(group_rewards[i], pairs[i]) for i in range(b)]).float()
         g_out = torch.zeros(b)
         rows = sorted({i * g + j for i in range(b) for j in pairs[i].flatten().tolist()})
         if not rows:
@@ -284,7 +283,7 @@ class RLTrainer:
         grads = torch.zeros(b * g, sum(p.numel() for p in self.capture.params))  # (N, P'); 0 outside pairs
         grads[rows] = self.capture.grads(seq_logp, rows)
         for i in range(b):
-            g_out[i] = E.gradient_sensitivity(grads[i * g:(i + 1) * g], pairs[i])
+            g_out[i] = de_grpo.gradient_sensitivity(grads[i * g:(i + 1) * g], pairs[i])
         return d_out, g_out
 
     def _update_state(self, idx: list[int], d: torch.Tensor, gs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,9 +293,9 @@ class RLTrainer:
         all_idx = self.acc.gather(torch.tensor(idx, device=dev)).cpu()
         all_d = self.acc.gather(d.to(dev, torch.float64)).cpu()
         all_g = self.acc.gather(gs.to(dev, torch.float64)).cpu()
-        u = E.utility(all_d, all_g)
-        h = E.recurrent_state(self.state.h[all_idx], u, self.cfg.beta, self.cfg.tau)
-        remove, decay = E.filter_decay(h, self.cfg.tau_low, self.cfg.tau_high)
+        u = de_grpo.utility(all_d, all_g)
+        h = de_grpo.recurrent_state(self.state.h[all_idx], u, self.cfg.beta, self.cfg.tau)
+        remove, decay = de_grpo.filter_decay(h, self.cfg.tau_low, self.cfg.tau_high)
         self.state.update(all_idx, h, remove, decay, self.round)
         b = len(idx)
         rows = slice(self.acc.process_index * b, (self.acc.process_index + 1) * b)
@@ -337,14 +336,14 @@ class RLTrainer:
                 hid = out.hidden_states[-1][::g, : prompt["input_ids"].shape[1]]  # (B, L, D)
                 values = self.value_head(hid, prompt["attention_mask"][::g]).float()  # (B,)
                 if it == 0:
-                    adv = E.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
+                    adv = de_grpo.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
                                        cfg.adv_std_floor).reshape(-1)  # (N,)
-                v_loss = E.value_loss(values, r_bg)
+                v_loss = de_grpo.value_loss(values, r_bg)
             else:
                 if it == 0:
-                    adv = E.group_advantages(r_bg, cfg.adv_eps).reshape(-1)  # (N,)
+                    adv = de_grpo.group_advantages(r_bg, cfg.adv_eps).reshape(-1)  # (N,)
                 v_loss = torch.zeros((), device=self.acc.device)
-            p_loss, pm = E.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
+            p_loss, pm = de_grpo.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
                                        kl_is_correction=cfg.kl_is_correction)
             loss = p_loss + cfg.value_coef * v_loss
             if not torch.isfinite(loss):
@@ -366,7 +365,7 @@ class RLTrainer:
         for k, grp in enumerate(GROUPS):
             col = all_scores[:, k]
             metrics[f"{grp}_reward"] = float(col[~col.isnan()].mean()) if (~col.isnan()).any() else 0.0
-        metrics["facial_reward"] = float(rw.weighted_total(all_scores, torch.full((3,), 1 / 3, dtype=torch.float64)).mean())
+        metrics["facial_reward"] = float(rewards.weighted_total(all_scores, torch.full((3,), 1 / 3, dtype=torch.float64)).mean())
         for k, grp in enumerate(GROUPS):
             metrics[f"lambda_{grp}"] = float(self.weights.weights[k])
         metrics["kl"] = float(self.acc.reduce(pm["kl"], "mean"))
@@ -398,7 +397,7 @@ class RLTrainer:
         for s in range(0, len(mine), self.cfg.batch_size):
             chunk = mine[s: s + self.cfg.batch_size]
             _, _, ids, mask = self._rollouts(self._prompt_batch(chunk), 1, greedy=True)
-            vals += rw.facial_reward(self._decode(ids, mask), [c.labels for c in chunk], self.cfg.reward_backend)
+            vals += rewards.facial_reward(self._decode(ids, mask), [c.labels for c in chunk], self.cfg.reward_backend)
         allv = gather_object(vals)
         return float(sum(allv) / len(allv))
 

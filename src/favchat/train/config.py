@@ -29,66 +29,110 @@ STAGE_TASK = {0: "a recipe's reader data", 1: "summary", 2: "qa", 3: "emotion_qa
 
 @dataclass
 class ModelSection:
-    preset: str = "tiny"  # a preset name (FaVChatConfig.from_preset) used when no init checkpoint is given
-    overrides: dict[str, object] = field(default_factory=dict)  # FaVChatConfig fields for a fresh model
+    """The model a run starts from when it has no init_from checkpoint."""
+
+    preset: str = "tiny"
+    """A preset name (FaVChatConfig.from_preset: tiny, smollm2, paper, qwen3-8b)."""
+    overrides: dict[str, object] = field(default_factory=dict)
+    """FaVChatConfig fields replacing the preset's (e.g. --model.overrides.num_query_tokens 16)."""
 
 
 @dataclass
 class DataSection:
-    train_manifest: str = ""  # JSONL manifest (favchat.data.manifest); the stage's split is read from it
-    val_manifest: str | None = None  # defaults to train_manifest's split=val
+    """The training data."""
+
+    train_manifest: str = ""
+    """JSONL manifest (docs/manifest.md); the run reads its train split."""
+    val_manifest: str | None = None
+    """Manifest of the val split (None: train_manifest's)."""
     num_workers: int = 0
-    on_error: Literal["raise", "skip"] = "raise"  # what a video that fails to decode does
-    # keep each clip's decoded frames in memory (datasets.MemoizedLoader): decode once, not once per sample
+    """DataLoader worker processes that decode the videos."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """What a video that fails to decode does: stop the run naming it, or skip it (counted in the log)."""
     cache_videos: bool = False
+    """Keep each clip's decoded frames in memory: decode once, not once per sample."""
 
 
 @dataclass
 class LoraSection:
-    stages: list[int] = field(default_factory=lambda: [3])  # stages whose LLM trains through LoRA
+    """LoRA on the LLM."""
+
+    stages: list[int] = field(default_factory=lambda: [3])
+    """Stages whose LLM trains through LoRA."""
     r: int = 8
+    """LoRA rank."""
     alpha: int = 16
+    """LoRA alpha (the update is scaled by alpha / r)."""
     dropout: float = 0.05
+    """Dropout on the LoRA branch."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """The LLM's linear layers that get LoRA."""
 
 
 @dataclass
 class OptimSection:
+    """AdamW and its learning-rate schedule."""
+
     lr: float = 1e-4
+    """Peak learning rate."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after the warmup."""
     warmup_steps: int = 0
-    max_steps: int = 100  # optimizer steps
-    batch_size: int = 4  # per process
+    """Linear warmup steps."""
+    max_steps: int = 100
+    """Optimizer steps of the run."""
+    batch_size: int = 4
+    """Samples per process per forward pass."""
     grad_accum: int = 1
+    """Forward passes per optimizer step."""
     max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
 
 
 @dataclass
 class TrainConfig:
+    """One stage of the progressive supervised training (docs/design.md §2)."""
+
     stage: int = 1
+    """The stage: 1 video-summary, 2 QA, 3 emotion QA; 0 a recipe's reader stage for an LLM built from scratch."""
     output_dir: str = "runs/stage1"
-    init_from: str | None = None  # the previous stage's checkpoint; required for stages 2 and 3
+    """Where checkpoints, metrics.csv, config.yaml and final/ go."""
+    init_from: str | None = None
+    """The previous stage's final/ checkpoint; required for stages 2 and 3 (None: a fresh model)."""
     seed: int = 0
+    """Seed of the initialisation and the data order."""
     model: ModelSection = field(default_factory=ModelSection)
+    """The model a run without init_from starts from."""
     data: DataSection = field(default_factory=DataSection)
+    """The training data."""
     schedule: dict[int, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SCHEDULE.items()})
+    """Per stage, the model components that train (all others are frozen); docs/design.md §2 by default."""
     lora: LoraSection = field(default_factory=LoraSection)
+    """LoRA on the LLM."""
     optim: OptimSection = field(default_factory=OptimSection)
+    """The optimizer and schedule."""
     precision: Literal["no", "bf16", "fp16"] = "no"
+    """Mixed precision (accelerate's)."""
     activation_checkpointing: bool = False
-    # deterministic kernels only (train/determinism.py): on a GPU, runs with one seed and resumed runs then
-    # train the same weights; slower. On a CPU they do already.
+    """Recompute the blocks' activations in the backward pass (less memory, more time)."""
     deterministic: bool = False
-    # keep the frozen towers' states of each clip in memory across steps (train/feature_cache.py: same
-    # training, less time when clips repeat; memory grows with the clips seen; not under FSDP / ZeRO-3)
+    """Deterministic kernels only (train/determinism.py): on a GPU, runs with one seed and resumed runs then train
+    the same weights; slower. On a CPU they do already."""
     cache_frozen_towers: bool = False
-    max_new_tokens_eval: int = 32
+    """Keep the frozen towers' states of each clip in memory across steps (train/feature_cache.py): the same
+    training, less time when clips repeat; not under FSDP / ZeRO-3."""
     log_every: int = 10
-    save_every: int = 50  # optimizer steps between checkpoints; the last step always saves
+    """Optimizer steps between log rows."""
+    save_every: int = 50
+    """Optimizer steps between checkpoints; the last step always saves."""
     keep_checkpoints: int = 2
+    """Checkpoints kept (the oldest are deleted)."""
     tensorboard: bool = True
+    """Also log to TensorBoard (when installed)."""
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
@@ -114,3 +158,30 @@ class TrainConfig:
     @property
     def use_lora(self) -> bool:
         return self.stage in self.lora.stages and "language_model" in self.trainable
+
+
+@dataclass
+class FacePretrainConfig:
+    """The facial encoder's task pretraining on a manifest's labels (favchat.train.face_pretrain)."""
+
+    output_dir: str = "runs/face_pretrain"
+    """Where final/, report.json, metrics.csv and config.yaml go."""
+    init_from: str | None = None
+    """A FaVChat checkpoint to start from (None: a fresh model from model, its pretrained parts loaded)."""
+    seed: int = 0
+    """Seed of the head's initialisation and the data order."""
+    model: ModelSection = field(default_factory=ModelSection)
+    """The model a run without init_from starts from."""
+    data: DataSection = field(default_factory=DataSection)
+    """The training data (its train split; the report reads the val split)."""
+    optim: OptimSection = field(default_factory=lambda: OptimSection(lr=1e-3, weight_decay=0.01, max_steps=200,
+                                                                     batch_size=32, warmup_steps=10))
+    """The optimizer and schedule."""
+    eval_clips: int = 200
+    """Val clips the report reads (0: no evaluation)."""
+    log_every: int = 10
+    """Optimizer steps between log rows."""
+
+    def __post_init__(self) -> None:
+        if not self.data.train_manifest:
+            raise ValueError("data.train_manifest is required")

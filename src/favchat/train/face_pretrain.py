@@ -4,7 +4,7 @@ The paper's facial encoder arrives pretrained on face analysis: FaceXFormer's Sw
 face parsing, landmarks, head pose, attributes and expression recognition before FaVChat ever sees it. An
 encoder that starts from ImageNet (EfficientNet-Lite0) or from scratch has no such knowledge, and the
 language-model loss of stages 1-2, which reaches the encoder only through three levels of attention, teaches
-it too slowly (``docs/demo.md``). This step gives the encoder its face-task pretraining on the training
+it too slowly (``docs/experiments/demo_log.md``). This step gives the encoder its face-task pretraining on the training
 split of a manifest, with a temporary linear head over the mean of each block the low level reads:
 
 - binary cross-entropy over every taxonomy label that occurs in the training clips, and
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,32 +31,15 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from favchat.config_io import to_dict
+from favchat.config import to_dict
 from favchat.data.taxonomy import EXCLUSIVE_SETS
-from favchat.train.config import DataSection, ModelSection, OptimSection
+from favchat.train.config import FacePretrainConfig
 from favchat.train.metrics_log import MetricsLogger
 
 if TYPE_CHECKING:
     from favchat.data.datasets import VideoCache
 
 log = logging.getLogger("favchat.train")
-
-
-@dataclass
-class FacePretrainConfig:
-    output_dir: str = "runs/face_pretrain"
-    init_from: str | None = None  # a FaVChat checkpoint; None: a fresh model from ``model`` (pretrained parts loaded)
-    seed: int = 0
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=lambda: OptimSection(lr=1e-3, weight_decay=0.01, max_steps=200,
-                                                                     batch_size=32, warmup_steps=10))
-    eval_clips: int = 200  # val clips the report reads (0: no evaluation)
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        if not self.data.train_manifest:
-            raise ValueError("data.train_manifest is required")
 
 
 class _LabelHead(nn.Module):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from favchat.config_io import to_dict
+from favchat.config import to_dict
 from favchat.model.components import OPTIONAL_COMPONENTS
 from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
 from favchat.train.determinism import deterministic_kernels

@@ -50,14 +50,23 @@ class TrainExtractorConfig:
     """Optimisation and data settings of ``train-extractor``."""
 
     epochs: int = 20
+    """Passes over the training clips."""
     lr: float = 3e-3
+    """AdamW learning rate."""
     weight_decay: float = 1e-4
+    """AdamW weight decay."""
     batch_size: int = 16
-    val_fraction: float = 0.2  # used only when no clip has split val/test
+    """Clips per step."""
+    val_fraction: float = 0.2
+    """Clips held out for the report when no clip has split val/test."""
     seed: int = 0
+    """Seed of the initialisation and the data order."""
     detector: str = "auto"
+    """Face detector for the crops."""
     decode_max_side: int = 384
+    """Frames are downscaled to this while decoding."""
     detect_max_side: int = 192
+    """And to this for face detection."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

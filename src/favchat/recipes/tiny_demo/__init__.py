@@ -1,7 +1,7 @@
 """The recipe of ``favchat demo``: the paper's model at laptop scale, with a tiny LLM built from scratch.
 
 A from-scratch LLM has no language and no habit of reading its video slots; the paper's Qwen2.5-7B has both.
-Two mechanisms stand in for that pretraining (docs/demo.md):
+Two mechanisms stand in for that pretraining (docs/demo.md; their experiments: docs/experiments/demo_log.md):
 
 - **The reader (stage 0).** Before the visual stages, the LLM alone learns every summary and QA pair of the
   training clips with the clip's labels put as phrases in the video slots, one phrase a slot, in any order
@@ -17,7 +17,3 @@ Both enter the trainer as ``StageHooks`` (``hooks.py``); the model sees only ``v
 gives back ``video_hidden_states`` (stages 1-3). The phrase table travels beside each checkpoint's model as
 ``phrase_table.safetensors``.
 """
-
-from favchat.recipes.tiny_demo.hooks import DemoStageConfig, ReaderStage, SlotLossStage, stage_hooks
-
-__all__ = ["DemoStageConfig", "ReaderStage", "SlotLossStage", "stage_hooks"]

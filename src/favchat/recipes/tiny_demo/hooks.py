@@ -13,23 +13,10 @@ from torch import nn
 from favchat.data.datasets import Collator, Skipped
 from favchat.data.taxonomy import features_to_phrases
 from favchat.recipes.tiny_demo.phrase_table import PhraseTable, slot_vectors
-from favchat.recipes.tiny_demo.reader import LabelReadingDataset, encode_phrases, label_phrases
+from favchat.recipes.tiny_demo.reader import LabelReadingDataset, encode_phrases
 from favchat.recipes.tiny_demo.slot_loss import slot_loss
 from favchat.train.config import TrainConfig
 from favchat.train.hooks import StageHooks
-
-
-@dataclass
-class DemoStageConfig(TrainConfig):
-    # Stages 1-3: weight of the slot loss toward the clip's label phrases (0: off, as in the paper)
-    slot_loss_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.slot_loss_weight < 0:
-            raise ValueError(f"slot_loss_weight must be >= 0, got {self.slot_loss_weight}")
-        if self.slot_loss_weight > 0 and self.stage == 0:
-            raise ValueError("slot_loss_weight applies to stages 1-3 only (stage 0 puts the phrases in the slots itself)")
 
 
 @dataclass
@@ -111,4 +98,3 @@ def stage_hooks(cfg: TrainConfig) -> StageHooks | None:
     return SlotLossStage(cfg, weight) if weight > 0 else None
 
 
-__all__ = ["DemoStageConfig", "PhraseCollator", "ReaderStage", "SlotLossStage", "label_phrases", "stage_hooks"]
