@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,7 +131,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     monkeypatch.setattr(trainer, "save_checkpoint", original)
-    assert trainer.latest_checkpoint(Path(cfg.output_dir)).name == "checkpoint-0000002"
+    from favchat.train import toolkit
+
+    latest = toolkit.latest_checkpoint(Path(cfg.output_dir), trainer.STATE_FILE)
+    assert latest.name == "checkpoint_0" and json.loads((latest / trainer.STATE_FILE).read_text())["step"] == 2
     resumed = train(cfg, resume=True)
     assert resumed.step == 4
     a, b = _state(full.model), _state(resumed.model)

@@ -43,6 +43,8 @@ from favchat.rl.data import RLSample, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
 from favchat.rl.state import SampleState
 from favchat.rl.value_head import ValueHead
+from favchat.train import toolkit
+from favchat.train.config import OptimSection
 from favchat.train.determinism import deterministic_kernels
 
 log = logging.getLogger("favchat.rl")
@@ -100,15 +102,9 @@ class RLTrainer:
     """
 
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
-                 eval_samples: list[RLSample] | None = None, accelerator=None):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
-
+                 eval_samples: list[RLSample] | None = None):
         self.cfg = cfg = config
-        # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
-        self.acc = accelerator or Accelerator(
-            cpu=not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.acc = toolkit.make_accelerator(cfg.output_dir, find_unused_parameters=True)
         self.out = Path(cfg.output_dir)
         # Data first: a bad manifest fails before any model is built.
         self.pool = subset(train_samples, cfg.pool_fraction, cfg.seed) if train_samples is not None else load_pool(
@@ -141,7 +137,7 @@ class RLTrainer:
         if cfg.utility_on:
             self.value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
             params.append({"params": list(self.value_head.parameters()), "lr": cfg.value_learning_rate})
-        optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        optimizer = toolkit.make_optimizer(params, OptimSection(lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
         if self.value_head is not None:
             self.model, self.value_head, self.optimizer = self.acc.prepare(model, self.value_head, optimizer)
         else:
@@ -153,7 +149,6 @@ class RLTrainer:
         self.step, self.round, self.order, self.pos = 0, 0, None, 0
         self._videos: dict[str, Any] = {}
         self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
-        self._logger = None
 
     # ------------------------------------------------------------------ setup helpers
     @staticmethod
@@ -402,19 +397,18 @@ class RLTrainer:
         return float(sum(allv) / len(allv))
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | Path | None = None) -> Path:
-        path = Path(path) if path else self.out / "checkpoints" / f"step-{self.step:06d}"
-        self.acc.save_state(str(path))
-        if self.acc.is_main_process:
+    def save(self) -> Path:
+        """A checkpoint of everything ``train(resume=...)`` needs to continue bit-exactly."""
+        def write(folder: Path) -> None:
             torch.save({
                 "step": self.step, "round": self.round, "pos": self.pos,
                 "order": None if self.order is None else self.order.clone(),
                 "sample_state": self.state.state_dict(), "eta": self.weights.eta.clone(),
                 "config": self.cfg.to_dict(), "probe": self.probe_names,
                 "pool_ids": [f"{s.clip.id}|{s.question}" for s in self.pool],
-            }, path / RL_STATE_FILE)
-        self.acc.wait_for_everyone()
-        return path
+            }, folder / RL_STATE_FILE)
+
+        return toolkit.save_checkpoint(self.acc, write)
 
     def load(self, path: str | Path) -> None:
         path = Path(path)
@@ -427,16 +421,16 @@ class RLTrainer:
         if st["pool_ids"] != ids:
             raise ValueError(f"checkpoint {path} was written for a different RL pool (other manifest, split, "
                              "pool_fraction or seed)")
-        self.acc.load_state(str(path))
+        toolkit.resume(self.acc, path)
         self.step, self.round, self.pos, self.order = st["step"], st["round"], st["pos"], st["order"]
         self.state = SampleState.from_state_dict(st["sample_state"])
         self.weights.eta.copy_(st["eta"])
 
     def latest_checkpoint(self) -> Path:
-        ckpts = sorted((self.out / "checkpoints").glob("step-*"))
-        if not ckpts:
+        path = toolkit.latest_checkpoint(self.out, RL_STATE_FILE)
+        if path is None:
             raise FileNotFoundError(f"no checkpoint under {self.out / 'checkpoints'} to resume from")
-        return ckpts[-1]
+        return path
 
     # ------------------------------------------------------------------ loop
     def _round_order(self) -> torch.Tensor:
@@ -446,12 +440,7 @@ class RLTrainer:
 
     def _log(self, row: dict[str, float]) -> None:
         self.history.append({"step": self.step, **row})
-        if self._logger is None:
-            from favchat.train.metrics_log import MetricsLogger
-
-            self._logger = MetricsLogger(self.out, enabled=self.acc.is_main_process, tensorboard=False)
-        if self.acc.is_main_process:
-            self._logger.log(self.step, row)
+        self.acc.log(row, step=self.step)
 
     def train(self, resume: str | Path | None = None) -> dict[str, Any]:
         """Run the rounds (or up to ``max_steps``); returns the final metrics and the checkpoint path."""
@@ -462,6 +451,7 @@ class RLTrainer:
         cfg = self.cfg
         if resume:
             self.load(resume)
+        toolkit.start_run(self.acc, cfg)
         gbs = cfg.batch_size * self.acc.num_processes
         world, rank = self.acc.num_processes, self.acc.process_index
         if self.acc.is_main_process:
@@ -509,6 +499,7 @@ class RLTrainer:
                 plot_round_curves(self.out / "metrics.csv", self.out / "reward_per_round.png")
         if done:
             last = self.save()
+        self.acc.end_training()
         return {"step": self.step, "round": self.round, "checkpoint": str(last) if last else None,
                 "history": self.history}
 

@@ -28,13 +28,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from favchat.config import to_dict
 from favchat.data.taxonomy import EXCLUSIVE_SETS
+from favchat.train import toolkit
 from favchat.train.config import FacePretrainConfig
-from favchat.train.metrics_log import MetricsLogger
 
 if TYPE_CHECKING:
     from favchat.data.datasets import VideoCache
@@ -119,17 +117,14 @@ def evaluate_heads(logits: torch.Tensor, targets: torch.Tensor, exclusive: dict[
 def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: VideoCache | None = None) -> Path:
     """Train ``face_encoder`` on the label heads; returns the ``final/`` checkpoint folder. ``video_cache``:
     decoded clips shared with later runs in this process (with ``data.cache_videos``)."""
-    from accelerate import Accelerator
-    from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     from favchat.data.datasets import VideoCache, load_clips
     from favchat.train.trainer import SetupError, build_model
 
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = toolkit.make_accelerator(out)
     set_seed(cfg.seed)
     main = accelerator.is_main_process
     clips = load_clips(cfg.data.train_manifest, split="train")
@@ -146,10 +141,8 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
     if main:
         log.info("facial encoder pretraining: %d clips, %d labels, %d exclusive sets", len(clips), len(labels),
                  len(exclusive))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
-                              num_training_steps=cfg.optim.max_steps)
+    optimizer = toolkit.make_optimizer(net.parameters(), cfg.optim)
+    scheduler = toolkit.make_scheduler(optimizer, cfg.optim)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
     load_video = (video_cache or VideoCache()).loader(processor) if cfg.data.cache_videos else processor.load_video
     dataset = _ClipLabels(clips, load_video, labels, cfg.data.on_error)
@@ -162,27 +155,13 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
         return (processor.pixel_values([it[0] for it in ok])[1], torch.stack([it[1] for it in ok]),
                 len(items) - len(ok))
 
-    def batches():
-        epoch = 0
-        while True:
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.optim.batch_size, collate_fn=collate,
-                                                 sampler=torch.randperm(len(dataset), generator=g).tolist(),
-                                                 num_workers=cfg.data.num_workers)
-            yield from prepare_data_loader(loader, device=accelerator.device,
-                                           num_processes=accelerator.num_processes,
-                                           process_index=accelerator.process_index, put_on_device=True)
-            epoch += 1
-
-    logger = MetricsLogger(out, enabled=main, tensorboard=False)
+    toolkit.start_run(accelerator, cfg)
     net.train()
-    it = batches()
+    batches = toolkit.epoch_batches(dataset, cfg.optim.batch_size, collate, cfg.seed, accelerator,
+                                    cfg.data.num_workers, put_on_device=True)
     window, n, samples, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
     for step in tqdm(range(1, cfg.optim.max_steps + 1), desc="facial encoder", disable=not (progress and main)):
-        faces, targets, lost = next(it)
-        while faces is None:  # every video of the batch failed to decode (on_error="skip")
-            skipped += lost
-            faces, targets, lost = next(it)
+        _, _, (faces, targets, _), lost = toolkit.decoded_batch(batches, lambda b: b[2], lambda b: b[0] is None)
         loss = label_loss(net(faces), targets, list(exclusive.values()))
         accelerator.backward(loss)
         if cfg.optim.max_grad_norm > 0:
@@ -194,10 +173,10 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
         samples, skipped = samples + faces.shape[0], skipped + lost
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps:
             dt = time.perf_counter() - t0
-            logger.log(step, {"loss": window / n, "lr": scheduler.get_last_lr()[0],
-                              "samples_per_s": samples * accelerator.num_processes / dt, "skipped": skipped})
+            accelerator.log({"loss": window / n, "lr": scheduler.get_last_lr()[0],
+                             "samples_per_s": samples * accelerator.num_processes / dt, "skipped": skipped}, step=step)
             window, n, samples, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
-    logger.close()
+    accelerator.end_training()
 
     net = accelerator.unwrap_model(net)
     report = {"labels": labels, "train_clips": len(clips)}
@@ -211,8 +190,6 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
                      ", ".join(f"{k} {v:.3f}" for k, v in report["val"].items()))
     final = out / "final"
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (out / "report.json").write_text(json.dumps(report, indent=2))
         model.save_pretrained(final, safe_serialization=True)
         processor.save_pretrained(final)

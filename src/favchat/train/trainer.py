@@ -20,23 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-import yaml
 
-from favchat.config import to_dict
 from favchat.model.components import OPTIONAL_COMPONENTS
+from favchat.train import toolkit
 from favchat.train.config import STAGE_TASK, ModelSection, TrainConfig
 from favchat.train.determinism import deterministic_kernels
 from favchat.train.feature_cache import FrozenTowerCache
 from favchat.train.hooks import StageHooks
-from favchat.train.metrics_log import MetricsLogger
 
 if TYPE_CHECKING:
     from favchat.data.datasets import VideoCache
@@ -83,16 +79,6 @@ def _new_window() -> dict[str, float]:
     return {"loss": 0.0, "w_g": 0.0, "w_f": 0.0, "n": 0, "n_w": 0, "samples": 0, "tokens": 0, "skipped": 0}
 
 
-def _epoch_batches(loader_factory, start_epoch: int, skip: int) -> Iterator[tuple[int, int, Any]]:
-    """(epoch, batch index in epoch, batch) forever; the first epoch starts at batch ``skip`` (resume)."""
-    epoch = start_epoch
-    while True:
-        first = skip if epoch == start_epoch else 0
-        for i, batch in enumerate(loader_factory(epoch, first), start=first):
-            yield epoch, i, batch
-        epoch += 1
-
-
 @dataclass
 class TrainResult:
     final_dir: Path  # the loadable model folder
@@ -109,17 +95,14 @@ def train(cfg: TrainConfig, resume: bool = False, video_cache: VideoCache | None
 
 
 def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks: StageHooks) -> TrainResult:
-    from accelerate import Accelerator, DistributedType
-    from accelerate.data_loader import prepare_data_loader
+    from accelerate import DistributedType
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     from favchat.data.datasets import Collator, EmotionQADataset, QADataset, SummaryDataset, VideoCache
 
     out = Path(cfg.output_dir)
-    # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
-    accelerator = Accelerator(mixed_precision=cfg.precision, gradient_accumulation_steps=cfg.optim.grad_accum,
-                              cpu=not torch.cuda.is_available())
+    accelerator = toolkit.make_accelerator(out, cfg.precision, cfg.optim.grad_accum, cfg.keep_checkpoints,
+                                           cfg.tensorboard)
     set_seed(cfg.seed)
     main = accelerator.is_main_process
 
@@ -159,10 +142,8 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
     params = [p for p in model.parameters() if p.requires_grad]
     if extra is not None:
         params += [p for p in extra.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
-                              num_training_steps=cfg.optim.max_steps)
+    optimizer = toolkit.make_optimizer(params, cfg.optim)
+    scheduler = toolkit.make_scheduler(optimizer, cfg.optim)
     if extra is not None:
         model, hooks.module, optimizer, scheduler = accelerator.prepare(model, extra, optimizer, scheduler)
     else:
@@ -177,46 +158,28 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
         if main:
             log.info("frozen tower states cached per clip for streams %s", cache.streams or "none (all train)")
 
-    def loader_factory(epoch: int, skip_batches: int):
-        # A seeded order per epoch makes the data position (epoch, batch index) enough to resume exactly;
-        # the batches already seen are cut from the order instead of being decoded and thrown away.
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(dataset), generator=g).tolist()
-        order = order[skip_batches * cfg.optim.batch_size * accelerator.num_processes:]
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.optim.batch_size, sampler=order, drop_last=False,
-            num_workers=cfg.data.num_workers, collate_fn=collate,
-        )
-        # The function, not ``accelerator.prepare_data_loader``: the accelerator would keep every epoch's loader.
-        return prepare_data_loader(loader, num_processes=accelerator.num_processes,
-                                   process_index=accelerator.process_index, put_on_device=False)
-
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume:
-        ckpt = latest_checkpoint(out)
+        ckpt = toolkit.latest_checkpoint(out, STATE_FILE)
         if ckpt is None:
-            raise SetupError(f"--resume: no checkpoint-* folder in {out}")
-        accelerator.load_state(str(ckpt))
+            raise SetupError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+        toolkit.resume(accelerator, ckpt)
         state = json.loads((ckpt / STATE_FILE).read_text())
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["next_batch"]
         if main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    logger = MetricsLogger(out, enabled=main, tensorboard=cfg.tensorboard)
+    toolkit.start_run(accelerator, cfg)
 
     model.train()
-    batches = _epoch_batches(loader_factory, epoch, batch_in_epoch)
+    batches = toolkit.epoch_batches(dataset, cfg.optim.batch_size, collate, cfg.seed, accelerator,
+                                    cfg.data.num_workers, epoch, batch_in_epoch)
     window = _new_window()
     t0 = time.perf_counter()
     while step < cfg.optim.max_steps:
         for _ in range(cfg.optim.grad_accum):
-            epoch, i, batch = next(batches)
-            window["skipped"] += len(batch["skipped"])
-            while batch["inputs"] is None:  # every video of the batch failed to decode (on_error="skip")
-                epoch, i, batch = next(batches)
-                window["skipped"] += len(batch["skipped"])
+            epoch, i, batch, lost = toolkit.decoded_batch(batches, lambda b: len(b["skipped"]),
+                                                          lambda b: b["inputs"] is None)
+            window["skipped"] += lost
             inputs = {k: v.to(accelerator.device) for k, v in batch["inputs"].items()}
             if cache is not None:
                 inputs["video_features"] = cache.lookup(batch["clip_ids"], inputs)
@@ -247,16 +210,16 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
             n = window["n"]
             adapters = {"w_g": window["w_g"] / window["n_w"], "w_f": window["w_f"] / window["n_w"]} if window["n_w"] else {}
             extras = {k: window[k] / n for k in logs}
-            logger.log(step, {
+            accelerator.log({
                 "loss": window["loss"] / n, **extras, "lr": scheduler.get_last_lr()[0], **adapters,
                 "samples_per_s": window["samples"] / dt, "tokens_per_s": window["tokens"] / dt,
                 "epoch": epoch, "skipped": window["skipped"],
-            })
+            }, step=step)
             window = _new_window()
             t0 = time.perf_counter()
         if step % cfg.save_every == 0 or step == cfg.optim.max_steps:
-            save_checkpoint(accelerator, out, step, epoch, i + 1, cfg)
-    logger.close()
+            save_checkpoint(accelerator, step, epoch, i + 1, cfg)
+    accelerator.end_training()
     if cache is not None and main:
         log.info("tower cache: %d clips, %d hits, %d misses", len(cache), cache.hits, cache.misses)
     final = out / "final"
@@ -271,22 +234,13 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
     return TrainResult(final, model, step)
 
 
-def save_checkpoint(accelerator, out: Path, step: int, epoch: int, next_batch: int, cfg: TrainConfig) -> Path:
-    ckpt = out / f"checkpoint-{step:07d}"
-    accelerator.save_state(str(ckpt))  # every process takes part (sharded optimizers, RNG per rank)
-    if accelerator.is_main_process:
-        (ckpt / STATE_FILE).write_text(json.dumps({"step": step, "epoch": epoch, "next_batch": next_batch}))
-        (ckpt / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        old = sorted(out.glob("checkpoint-*"))[:-cfg.keep_checkpoints]
-        for p in old:
-            shutil.rmtree(p, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return ckpt
+def save_checkpoint(accelerator, step: int, epoch: int, next_batch: int, cfg: TrainConfig) -> Path:
+    """accelerate's state, then the data position and the config: what ``--resume`` continues from."""
+    def write(folder: Path) -> None:
+        (folder / STATE_FILE).write_text(json.dumps({"step": step, "epoch": epoch, "next_batch": next_batch}))
+        toolkit.save_config(folder / "config.yaml", cfg)
 
-
-def latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in sorted(Path(out).glob("checkpoint-*")) if (p / STATE_FILE).is_file()]
-    return done[-1] if done else None
+    return toolkit.save_checkpoint(accelerator, write)
 
 
 def export_final(model, processor, final: Path, cfg: TrainConfig) -> None:
@@ -294,4 +248,4 @@ def export_final(model, processor, final: Path, cfg: TrainConfig) -> None:
     final.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(final, safe_serialization=True)
     processor.save_pretrained(final)
-    (final / "train_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    toolkit.save_config(final / "train_config.yaml", cfg)

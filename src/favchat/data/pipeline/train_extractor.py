@@ -146,11 +146,13 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
 def train_extractor(manifests: list[str], out_dir: str | Path, cfg: ExtractorConfig,
                     tcfg: TrainExtractorConfig) -> dict[str, Any]:
     """Train the three heads on the clips of ``manifests``; write the checkpoint and the report."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from favchat.train import toolkit
+    from favchat.train.config import OptimSection
+
     out_dir = Path(out_dir)
-    accelerator = Accelerator()
+    accelerator = toolkit.make_accelerator(out_dir)
     torch.manual_seed(tcfg.seed)
     clips = [c for m in manifests for c in read_manifest(m)]
     if not clips:
@@ -199,23 +201,24 @@ def train_extractor(manifests: list[str], out_dir: str | Path, cfg: ExtractorCon
                 b["landmarks"] = collate([inputs[i] for i in ids], cfg)["landmarks"]
         return {**{k: b[k] for k in batch_keys}, **{f"t_{h}": tgt[h][ids] for h in HEADS}}
 
-    loader = torch.utils.data.DataLoader(train, batch_size=tcfg.batch_size, shuffle=True, collate_fn=make_batch,
-                                         generator=torch.Generator().manual_seed(tcfg.seed))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    model, opt, loader = accelerator.prepare(model, opt, loader)
+    opt = toolkit.make_optimizer(params, OptimSection(lr=tcfg.lr, weight_decay=tcfg.weight_decay))
+    model, opt = accelerator.prepare(model, opt)
+    batches = toolkit.epoch_batches(train, tcfg.batch_size, make_batch, tcfg.seed, accelerator, put_on_device=True)
     bce = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []
-    for _ in tqdm(range(tcfg.epochs), desc="train-extractor", disable=not accelerator.is_main_process):
+    epoch, _, batch = next(batches)
+    for e in tqdm(range(tcfg.epochs), desc="train-extractor", disable=not accelerator.is_main_process):
         model.train()
         total, n = 0.0, 0
-        for batch in loader:
+        while epoch == e:
             logits = model(**{k: batch[k] for k in batch_keys})  # head -> (B, n_h)
             loss = sum(bce(logits[h], batch[f"t_{h}"]) for h in HEADS) / len(HEADS)
             opt.zero_grad()
             accelerator.backward(loss)
             opt.step()
             total, n = total + float(loss.detach()), n + 1
+            epoch, _, batch = next(batches)
         losses.append(total / max(n, 1))
 
     report: dict[str, Any] = {}
