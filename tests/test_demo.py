@@ -47,6 +47,11 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     # checkpoint after carries beside its model
     assert stage0["schedule"][0] == ["language_model"]
     assert (out / "stage3" / "final" / "phrase_table.safetensors").is_file()
+    # the demo's checkpoint loads through transformers' Auto classes
+    from transformers import AutoModel, AutoProcessor
+
+    assert type(AutoProcessor.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatProcessor"
+    assert type(AutoModel.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatForConditionalGeneration"
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
     assert "Facial encoder pretraining" in printed and "| blind baseline |" in printed

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+import favchat.model.processing  # noqa: F401  (registers the processor with AutoProcessor)
 from favchat.model.components import COMPONENTS
 from favchat.model.configuration import FaVChatConfig
 from favchat.model.prompt_query import (
@@ -396,3 +397,8 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 do_sample=do_sample, streamer=streamer,
                 pad_token_id=gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else gen_cfg.eos_token_id,
                 **sampling, **kwargs)
+
+
+# A saved checkpoint loads through the Auto classes too (AutoProcessor: favchat.model.processing registers it).
+AutoModel.register(FaVChatConfig, FaVChatForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(FaVChatConfig, FaVChatForConditionalGeneration, exist_ok=True)
