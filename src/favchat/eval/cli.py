@@ -211,7 +211,7 @@ def _judge(args: SimpleNamespace) -> Any:
     configured = args.judge_config or args.judge_base_url or args.judge_model or any(
         k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL"))
     if not configured:
-        log.info("no judge configured (--judge-base-url / --judge-model): judge metrics skipped")
+        log.info("no judge configured (--judge.base_url / --judge.model): judge metrics skipped")
         return None
     for field, value in (("base_url", args.judge_base_url), ("model", args.judge_model),
                          ("api_key_env", args.judge_key_env), ("concurrency", args.judge_concurrency)):

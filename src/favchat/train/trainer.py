@@ -3,8 +3,8 @@
 Stage 0 (an LLM built from scratch learns to read its video slots, on a recipe's data) is described in
 ``config.py``.
 
-    favchat train --stage 1 --config configs/train/tiny_stage1.yaml [--optim.lr 3e-4 ...]
-    accelerate launch --config_file configs/accelerate/ddp_8gpu.yaml -m favchat train --stage 1 --config ...
+    favchat train --config configs/train/tiny_stage1.yaml --stage 1 [--optim.lr 3e-4 ...]
+    accelerate launch --config_file configs/accelerate/ddp_8gpu.yaml -m favchat train --config ... --stage 1
 
 One linear loop: build the model (a preset for stage 1, the previous stage's checkpoint after), freeze
 everything but the stage's components (``config.schedule[stage]``), wrap the LLM in LoRA when the

@@ -102,6 +102,10 @@ class TextOptions:
     """Frames sent with a summary request."""
 
 
+def _paths(paths: str | list[str]) -> list[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
 def _args(config: ShardOptions, *sections: Any, **extra: Any) -> SimpleNamespace:
     """The stages' flat namespace: the shard options, the sections' fields and the extra options."""
     flat = {**vars(config), "no_progress": not config.progress}
@@ -172,13 +176,13 @@ def _stage(stages: tuple[str, ...]):
     return run
 
 
-def filter_videos(config: ShardOptions, input: list[str], filter: FilterOptions) -> int:
+def filter_videos(config: ShardOptions, input: str | list[str], filter: FilterOptions) -> int:
     """Detect faces on sampled frames; keep videos with a face in at least face_threshold of them.
 
     Args:
-        input: Video files and/or folders (searched recursively).
+        input: Video files and/or folders (searched recursively): one path, or a list ('[a/, b.mp4]').
     """
-    return _stage(("filter",))(_args(config, filter, input=input))
+    return _stage(("filter",))(_args(config, filter, input=_paths(input)))
 
 
 def trim(config: ShardOptions, trim: TrimOptions) -> int:
@@ -201,7 +205,7 @@ def qa(config: ShardOptions, text: TextOptions) -> int:
     return _stage(("qa",))(_args(config, text))
 
 
-def build(config: ShardOptions, input: list[str], filter: FilterOptions, trim: TrimOptions, extract: ExtractOptions,
+def build(config: ShardOptions, input: str | list[str], filter: FilterOptions, trim: TrimOptions, extract: ExtractOptions,
           text: TextOptions, source: str = "unknown", split: Literal["train", "val", "test"] = "train",
           review: int = 20) -> int:
     """Run every stage, then write the manifest, the final table and a review.
@@ -210,14 +214,14 @@ def build(config: ShardOptions, input: list[str], filter: FilterOptions, trim: T
     never pays an API call twice) and sharded.
 
     Args:
-        input: Video files and/or folders (searched recursively).
+        input: Video files and/or folders (searched recursively): one path, or a list ('[a/, b.mp4]').
         source: The manifest's source field (e.g. celebv-hq).
         split: The manifest's split.
         review: Clips in the QC review (0: none).
     """
     from favchat.data.pipeline.build import build as run
 
-    args = _args(config, filter, trim, extract, text, input=input, source=source, split=split)
+    args = _args(config, filter, trim, extract, text, input=_paths(input), source=source, split=split)
     s = run(_config(args), args.input, review=review)
     _print_table(s)
     pending = s["clips"] - s["clips_done"] + s.get("videos_pending", 0)
@@ -239,7 +243,7 @@ def merge(out: str, num_shards: int) -> int:
     return 0
 
 
-def train_extractor(config: TrainExtractorConfig, manifest: list[str], out: str,
+def train_extractor(config: TrainExtractorConfig, manifest: str | list[str], out: str,
                     backbone: Literal["small", "efficientnet-lite0"] = "small", crop_size: int = 0,
                     landmarks: bool = False) -> int:
     """Train the E1/E2/E3 extractor heads on labelled clips (e.g. FaceSynth's).
@@ -247,7 +251,7 @@ def train_extractor(config: TrainExtractorConfig, manifest: list[str], out: str,
     Writes extractor.pt plus a per-label precision/recall report (report.json, report.md).
 
     Args:
-        manifest: Labelled manifest(s).
+        manifest: Labelled manifest, or a list of them ('[a.jsonl, b.jsonl]').
         out: Folder for extractor.pt, report.json, report.md.
         backbone: small: a trained 4-layer CNN (fast); efficientnet-lite0: pretrained, frozen.
         crop_size: Face crop side (0: 64 small / 224 efficientnet).
@@ -256,7 +260,7 @@ def train_extractor(config: TrainExtractorConfig, manifest: list[str], out: str,
     from favchat.data.pipeline.extract import ExtractorConfig
     from favchat.data.pipeline.train_extractor import train_extractor as run
 
-    rep = run(manifest, out, ExtractorConfig(backbone=backbone, crop_size=crop_size, landmarks=landmarks), config)
+    rep = run(_paths(manifest), out, ExtractorConfig(backbone=backbone, crop_size=crop_size, landmarks=landmarks), config)
     if rep:
         m = rep["macro_over_supported"]
         print(f"wrote {out}/extractor.pt and report.md: macro precision {m['precision']:.3f}, "
