@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from favchat.data.synth.generate import SynthConfig
 from favchat.recipes.tiny_demo.config import DemoStageConfig
-from favchat.train.config import FacePretrainConfig
+from favchat.train.config import DataSection, FacePretrainConfig
 
 log = logging.getLogger("favchat.demo")
 RECIPES = resources.files("favchat") / "configs"
@@ -63,8 +63,9 @@ class DemoConfig:
     """Processes that generate the clips."""
     synth: SynthConfig = field(default_factory=SynthConfig)
     """The clips."""
-    face_pretrain: FacePretrainConfig | None = None
-    """The facial encoder's task pretraining before the stages (None: none)."""
+    face_pretrain: FacePretrainConfig = field(default_factory=lambda: FacePretrainConfig(
+        output_dir="face_pretrain", data=DataSection(train_manifest="data/manifest.jsonl", cache_videos=True)))
+    """The facial encoder's task pretraining, before the stages."""
     stages: dict[int, DemoStageConfig] = field(default_factory=dict)
     """The training stages by number (1-3, and optionally 0), run in order; each stage's fields are listed below."""
     eval: EvalSection = field(default_factory=EvalSection)
@@ -78,11 +79,10 @@ class DemoConfig:
         for k, st in self.stages.items():
             if st.stage != k:
                 raise ValueError(f"stages.{k} trains stage {st.stage}: set stages.{k}.stage: {k}")
-        first = self.face_pretrain or self.stages[min(self.stages)]
         try:  # the first run builds the model from the preset: its overrides are checked here, not after the clips
             from favchat.model.presets import preset_config
 
-            preset_config(first.model.preset, **first.model.overrides)
+            preset_config(self.face_pretrain.model.preset, **self.face_pretrain.model.overrides)
         except TypeError as e:
             raise ValueError(f"model.overrides: a value of the wrong type ({e})") from None
         except ValueError as e:
@@ -94,7 +94,7 @@ class DemoConfig:
             return None if path is None else str(Path(self.out) / path)
 
         runs = []
-        for cfg in ([self.face_pretrain] if self.face_pretrain else []) + [self.stages[k] for k in sorted(self.stages)]:
+        for cfg in [self.face_pretrain] + [self.stages[k] for k in sorted(self.stages)]:
             data = {**cfg.data.__dict__, "train_manifest": place(cfg.data.train_manifest),
                     "val_manifest": place(cfg.data.val_manifest)}
             runs.append(type(cfg)(**{**cfg.__dict__, "output_dir": place(cfg.output_dir),
@@ -112,7 +112,7 @@ def _setup(parser) -> None:
                              "--quick stands: options after it override it")
     # The stages are a dict (stage number -> its config): list a stage's options too, as --stages.K.<field>.
     stage = config_parser(DemoStageConfig).format_help()
-    stage = stage[stage.index("\n  --stage "):].replace("\n  --", "\n  --stages.K.")
+    stage = stage[stage.index("\n  --stage "):].replace("\n  --", "\n  --stages.K.").replace(", --", ", --stages.K.")
     own = parser.format_help
     parser.format_help = lambda: (f"{own()}\nEach stage K of stages (0-3), e.g. --stages.2.optim.lr 1e-3; defaults are "
                                   f"DemoStageConfig's, the recipe's values are in the YAML:{stage}")
@@ -190,9 +190,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["eval_s"] = time.perf_counter() - t
     metrics["timings"] = timings
     metrics["checkpoint"] = str(init)
-    if cfg.face_pretrain is not None:
-        report_json = Path(runs[0].output_dir) / "report.json"
-        metrics["face_pretrain"] = json.loads(report_json.read_text()).get("val")
+    metrics["face_pretrain"] = json.loads((Path(runs[0].output_dir) / "report.json").read_text()).get("val")
 
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
