@@ -499,7 +499,7 @@ class RLTrainer:
                 plot_round_curves(self.out / "metrics.csv", self.out / "reward_per_round.png")
         if done:
             last = self.save()
-        self.acc.end_training()
+        toolkit.end_run(self.acc)
         return {"step": self.step, "round": self.round, "checkpoint": str(last) if last else None,
                 "history": self.history}
 

@@ -176,7 +176,7 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
             accelerator.log({"loss": window / n, "lr": scheduler.get_last_lr()[0],
                              "samples_per_s": samples * accelerator.num_processes / dt, "skipped": skipped}, step=step)
             window, n, samples, skipped, t0 = 0.0, 0, 0, 0, time.perf_counter()
-    accelerator.end_training()
+    toolkit.end_run(accelerator)
 
     net = accelerator.unwrap_model(net)
     report = {"labels": labels, "train_clips": len(clips)}

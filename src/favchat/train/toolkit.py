@@ -9,8 +9,8 @@ pretraining (``face_pretrain.py``), the RL trainer (``favchat.rl.trainer``) and 
 - ``epoch_batches``: a seeded order per epoch, so the data position (epoch, batch) is enough to resume exactly;
   ``decoded_batch``: the next batch with a sample left after the videos that did not decode.
 - ``save_checkpoint`` / ``latest_checkpoint`` / ``resume``: accelerate's state plus the loop's own, and back.
-- ``start_run`` / ``save_config``: the trackers start and the fully resolved config is written beside what it
-  produces, once the inputs are checked.
+- ``start_run`` / ``end_run`` / ``save_config``: once the inputs are checked, the trackers start and the fully
+  resolved config is written beside what the run produces; at the end the trackers close.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from favchat.train.metrics_log import CSVTracker
 def make_accelerator(output_dir: str | Path, mixed_precision: str = "no", grad_accum: int = 1,
                      keep_checkpoints: int | None = None, tensorboard: bool = False,
                      find_unused_parameters: bool = False):
-    """The run's ``Accelerator``; ``start_run`` starts its trackers, ``accelerator.end_training()`` closes them."""
+    """The run's ``Accelerator``; ``start_run`` starts its trackers, ``end_run`` closes them."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, is_tensorboard_available
 
@@ -53,6 +53,13 @@ def start_run(accelerator, cfg: Any) -> None:
     accelerator.init_trackers("tensorboard")  # the TensorBoard logs' folder under output_dir
     if accelerator.is_main_process:
         save_config(Path(accelerator.project_dir) / "config.yaml", cfg)
+
+
+def end_run(accelerator) -> None:
+    """The trackers close (not ``accelerator.end_training``: it also ends the process group, which the
+    caller's later runs and collectives still use)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def make_optimizer(params: Any, optim: OptimSection) -> torch.optim.Optimizer:

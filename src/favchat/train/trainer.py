@@ -219,7 +219,7 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
             t0 = time.perf_counter()
         if step % cfg.save_every == 0 or step == cfg.optim.max_steps:
             save_checkpoint(accelerator, step, epoch, i + 1, cfg)
-    accelerator.end_training()
+    toolkit.end_run(accelerator)
     if cache is not None and main:
         log.info("tower cache: %d clips, %d hits, %d misses", len(cache), cache.hits, cache.misses)
     final = out / "final"
