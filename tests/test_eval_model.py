@@ -36,8 +36,8 @@ def test_eval_facesynth_with_checkpoint_and_judge(checkpoint, manifest, tmp_path
     stub = openai_stub(lambda body: "[]" if body["messages"][-1]["content"].startswith("Extract") else '{"score": 2}')
     out = tmp_path / "run"
     argv = ["eval", "facesynth", "--manifest", str(manifest), "--checkpoint", str(checkpoint), "--out", str(out),
-            "--limit", "1", "--max-new-tokens", "4", "--judge-base-url", stub.base_url, "--judge-model", "stub",
-            "--no-progress"]
+            "--limit", "1", "--max_new_tokens", "4", "--judge.base_url", stub.base_url, "--judge.model", "stub",
+            "--progress", "false"]
     assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["captions"]["n"] == 1 and m["qa"]["n"] == 1 and m["qa"]["judge"]["summary"]["correctness"]["mean"] == 2.0

@@ -245,9 +245,9 @@ def test_flaky_api_build_annotates_every_clip_once_and_survives_a_kill(videos, e
     api.delay = 0.15  # slow replies, so the kill lands while summaries are being written
     full, killed = out, tmp_path / "killed"
     cmd = [sys.executable, "-m", "favchat.cli", "data", "build", "--input", str(videos["inputs"]), "--out",
-           str(killed), "--extractor", str(extractor), "--backend", "api", "--api-base-url", stub.base_url,
-           "--api-model", "stub", "--api-backoff", "0.001", "--api-max-retries", "4", "--api-concurrency", "1",
-           "--api-timeout", "10", "--review", "0", "--no-progress"]
+           str(killed), "--extract.extractor", str(extractor), "--text.backend", "api", "--text.api_base_url",
+           stub.base_url, "--text.api_model", "stub", "--text.api_backoff", "0.001", "--text.api_max_retries", "4",
+           "--text.api_concurrency", "1", "--text.api_timeout", "10", "--review", "0", "--progress", "false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = killed / "state" / "summary.jsonl"
     deadline = time.time() + 180
