@@ -49,7 +49,7 @@ def make_accelerator(output_dir: str | Path, mixed_precision: str = "no", grad_a
 
 def start_run(accelerator, cfg: Any) -> None:
     """Once the run's inputs are checked: the trackers start and the resolved config goes to
-    ``output_dir/config.yaml`` (nothing is written in ``output_dir`` before)."""
+    ``<output_dir>/config.yaml`` (nothing is written in ``output_dir`` before)."""
     accelerator.init_trackers("tensorboard")  # the TensorBoard logs' folder under output_dir
     if accelerator.is_main_process:
         save_config(Path(accelerator.project_dir) / "config.yaml", cfg)
