@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,10 +21,19 @@ from favchat.demo import EvalSection, evaluate_facesynth
 from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct, blind_answers
 
 
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> tuple[Path, str]:
+    """``favchat demo --quick`` run once, uninterrupted: its --out folder and what it printed."""
+    out = tmp_path_factory.mktemp("quick") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--quick", "--out", str(out), "--progress", "false", "--seed", "3"]) == 0
+    return out, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_demo_quick_writes_the_report(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--progress", "false", "--seed", "3"]) == 0
+def test_demo_quick_writes_the_report(quick_demo, tmp_path):
+    out, printed = quick_demo
     report = out / "report"
     for name in ("metrics.json", "report.md", "loss.png", "adapter_weights.png"):
         assert (report / name).stat().st_size > 0, name
@@ -52,7 +68,6 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
 
     assert type(AutoProcessor.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatProcessor"
     assert type(AutoModel.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatForConditionalGeneration"
-    printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
     assert "Facial encoder pretraining" in printed and "| blind baseline |" in printed
 
@@ -173,3 +188,48 @@ def test_the_blind_baseline_answers_each_question_as_training_most_often_did():
     by_question, by_type = blind_answers(train)
     assert by_question == {hair: "The person has blond hair.", "Is it?": "No."}  # a tie: the first seen
     assert by_type == {"attribute": "The person has blond hair.", "yesno": "No."}  # descriptions are not scored
+
+
+def _demo(out, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "favchat", "demo", "--quick", "--out", str(out), "--progress",
+                           "false", "--seed", "3", *extra], capture_output=True, text=True, check=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_an_interrupted_demo_goes_on_from_where_it_stopped(quick_demo, tmp_path):
+    whole, _ = quick_demo  # the same command, never interrupted
+
+    # Ctrl-C during stage 2, once its first checkpoint (step 6 of 12) is written
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "favchat", "demo", "--quick", "--out", str(out), "--progress", "false",
+               "--seed", "3"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    while not list((out / "stage2" / "checkpoints").glob("checkpoint_*/trainer_state.json")):
+        assert proc.poll() is None, "the demo ended before stage 2 wrote a checkpoint"
+        assert time.monotonic() < deadline, "stage 2 wrote no checkpoint in 15 minutes"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGSTOP)  # held where it is while the interrupt is queued
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
+    assert proc.wait(120) != 0
+    assert not (out / "stage2" / "final").exists() and not (out / "stage3").exists()
+
+    log = _demo(out).stderr  # the same command again
+    for step in ("synth", "face_pretrain", "stage0", "stage1"):
+        assert f"{step}: kept" in log, step
+    assert "stage2: interrupted earlier: resuming" in log and "resumed from" in log
+    weights = "stage3/final/model.safetensors"
+    assert (out / weights).read_bytes() == (whole / weights).read_bytes(), "the resumed demo trained other weights"
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["accuracy"] == json.loads((whole / "report" / "metrics.json").read_text())["accuracy"]
+    assert metrics["kept"] == ["synth", "face_pretrain", "stage0", "stage1"]
+
+    # a changed config reruns from the first step it changes, and says so
+    before = (out / weights).read_bytes()
+    log = _demo(out, "--stages.3.optim.lr", "5e-4").stderr
+    assert all(f"{step}: kept" in log for step in ("synth", "face_pretrain", "stage0", "stage1", "stage2"))
+    assert "stage3: its config changed" in log
+    assert (out / weights).read_bytes() != before
+    assert json.loads((out / "report" / "metrics.json").read_text())["kept"] == [
+        "synth", "face_pretrain", "stage0", "stage1", "stage2"]

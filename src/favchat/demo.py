@@ -16,12 +16,18 @@
 The recipe is ``favchat/configs/demo.yaml`` (``demo_quick.yaml`` for ``--quick``): the complete config of
 every run, shared values by YAML anchors. This runner only chains them: it resolves every run's paths against
 ``out`` and gives every run the recipe's ``seed``.
+
+Run again with the same command, the demo keeps every step that finished with the same config, resumes an
+interrupted training stage from its last checkpoint (``save_every``) and an interrupted FaceSynth generation
+from its last clip; a changed config reruns from the first step it changes, and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,45 +159,110 @@ def demo(config: DemoConfig) -> int:
 demo.cli_setup, demo.cli_argv = _setup, _argv
 
 
+STEP_FILE = "demo_step.json"  # in each step's folder: the fingerprint of its config and whether it finished
+
+
+def fingerprint(previous: str, cfg: Any) -> str:
+    """A step's identity: its resolved config and the identity of the step it starts from (so a change anywhere
+    upstream changes every later step's)."""
+    from favchat.config import to_dict
+
+    blob = json.dumps([previous, to_dict(cfg)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def step_state(folder: Path, print_: str) -> Literal["new", "done", "interrupted", "changed"]:
+    """What an earlier run of the demo left in ``folder`` for the step whose fingerprint is ``print_``."""
+    path = folder / STEP_FILE
+    if path.is_file():
+        written = json.loads(path.read_text())
+        if written["fingerprint"] == print_:
+            return "done" if written["done"] else "interrupted"
+        return "changed"
+    return "changed" if folder.exists() and any(folder.iterdir()) else "new"
+
+
+def _mark(folder: Path, print_: str, done: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STEP_FILE).write_text(json.dumps({"fingerprint": print_, "done": done}))
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Every step, then the evaluation and the report. A rerun keeps each step that finished with the same config
+    (and the same steps before it), resumes an interrupted training stage from its last checkpoint, and reruns
+    from the first step whose config changed."""
     from favchat.data.datasets import VideoCache
     from favchat.data.synth.generate import generate
     from favchat.recipes.tiny_demo.hooks import stage_hooks
     from favchat.train.face_pretrain import pretrain_face
     from favchat.train.metrics_log import plot_curves
-    from favchat.train.trainer import train
+    from favchat.train.toolkit import latest_checkpoint
+    from favchat.train.trainer import STATE_FILE, train
 
     out = Path(cfg.out)
     runs = cfg.runs()
     manifest_path = Path(runs[0].data.train_manifest)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    manifest = generate(cfg.synth, n=cfg.clips, out=manifest_path.parent, workers=cfg.workers, progress=cfg.progress)
-    if manifest != manifest_path:
-        raise ValueError(f"the runs read {manifest_path}, but the clips' manifest is {manifest}")
-    timings["synth_s"] = time.perf_counter() - t
-
-    curves: dict[str, Path] = {}
     videos = VideoCache()  # each clip decoded (and its face found) once for the pretraining and every stage
-    init = None
-    for run in runs:
-        t = time.perf_counter()
-        if isinstance(run, FacePretrainConfig):
-            pretrain_face(run, progress=cfg.progress, video_cache=videos)
-            timings["face_pretrain_s"] = time.perf_counter() - t
-            curves["facial encoder"] = Path(run.output_dir) / "metrics.csv"
-        else:
-            init = train(run, video_cache=videos, hooks=stage_hooks(run)).final_dir
-            timings[f"stage{run.stage}_s"] = time.perf_counter() - t
-            curves[f"stage {run.stage}"] = Path(run.output_dir) / "metrics.csv"
 
+    def make_clips(_: Any, resume: bool) -> None:
+        manifest = generate(cfg.synth, n=cfg.clips, out=manifest_path.parent, workers=cfg.workers,
+                            progress=cfg.progress)  # an interrupted generation goes on from its last clip
+        if manifest != manifest_path:
+            raise ValueError(f"the runs read {manifest_path}, but the clips' manifest is {manifest}")
+
+    def run(step: Any, resume: bool) -> None:
+        if isinstance(step, FacePretrainConfig):
+            pretrain_face(step, progress=cfg.progress, video_cache=videos)
+        else:
+            train(step, resume=resume, video_cache=videos, hooks=stage_hooks(step))
+
+    steps = [("synth", manifest_path.parent, {"clips": cfg.clips, "synth": cfg.synth}, make_clips)]
+    steps += [("face_pretrain" if isinstance(r, FacePretrainConfig) else f"stage{r.stage}", Path(r.output_dir), r, run)
+              for r in runs]
+    timings: dict[str, float] = {}
+    kept: list[str] = []
+    print_, rerun_from = "", None
+    for name, folder, step, work in steps:
+        print_ = fingerprint(print_, step)
+        state = step_state(folder, print_)
+        if state == "done":
+            log.info("%s: kept (%s finished with the same config)", name, folder)
+            kept.append(name)
+            continue
+        resume = state == "interrupted" and (
+            name == "synth" or (name.startswith("stage") and latest_checkpoint(folder, STATE_FILE) is not None))
+        if state == "changed":
+            why = "its config changed" if rerun_from is None else f"it starts from {rerun_from}, which reruns"
+            log.warning("%s: %s since %s was written: rerunning it (and every later step)", name, why, folder)
+            rerun_from = rerun_from or name
+        elif state == "interrupted":
+            log.info("%s: interrupted earlier: %s", name, "resuming" if resume else "starting it again")
+        if (state == "changed" or not resume) and folder.exists():
+            shutil.rmtree(folder)  # only the demo's own output: --out's step folders
+        _mark(folder, print_, done=False)
+        t = time.perf_counter()
+        work(step, resume)
+        timings[f"{name}_s"] = time.perf_counter() - t
+        _mark(folder, print_, done=True)
+
+    # The answers are kept only for the same checkpoint and evaluation: the predictions file is read back, not
+    # asked again, so one from another model must go.
     t = time.perf_counter()
-    metrics = evaluate_facesynth(init, manifest, out / "eval", cfg.eval, progress=cfg.progress)
+    final, evaluation = Path(runs[-1].output_dir) / "final", out / "eval"
+    print_ = fingerprint(print_, cfg.eval)
+    if step_state(evaluation, print_) == "changed":
+        shutil.rmtree(evaluation)
+    _mark(evaluation, print_, done=False)
+    metrics = evaluate_facesynth(final, manifest_path, evaluation, cfg.eval, progress=cfg.progress)
+    _mark(evaluation, print_, done=True)
     timings["eval_s"] = time.perf_counter() - t
     metrics["timings"] = timings
-    metrics["checkpoint"] = str(init)
+    metrics["kept"] = kept
+    metrics["checkpoint"] = str(final)
     metrics["face_pretrain"] = json.loads((Path(runs[0].output_dir) / "report.json").read_text()).get("val")
 
+    curves = {("facial encoder" if isinstance(r, FacePretrainConfig) else f"stage {r.stage}"):
+              Path(r.output_dir) / "metrics.csv" for r in runs}
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, report / "loss.png", keys=("loss",), title="training loss per stage")
@@ -262,5 +333,7 @@ def render_report(m: dict[str, Any]) -> str:
     lines += ["", "## Example", "", f"Video `{e['video']}` (clip {e['clip']}), ground truth {e['ground_truth']}.", "",
               f"Q: {e['question']}", "", f"A: {e['answer']}", "", "## Time", ""]
     lines += [f"- {k}: {v:.1f} s" for k, v in m["timings"].items()]
+    if m.get("kept"):
+        lines.append(f"- kept from an earlier run with the same config: {', '.join(m['kept'])}")
     lines += ["", "Curves: `loss.png`, `adapter_weights.png`."]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ it reuses those states, so only the prompt-guided levels and the LLM run again.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -44,7 +45,8 @@ class ChatSession:
 
     def ask(self, question: str, max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 0.7,
             top_p: float = 0.9) -> Iterator[str]:
-        """Stream the answer's text pieces; the exchange joins the history when the answer is complete."""
+        """Stream the answer a whole sentence at a time; a sentence that ``max_new_tokens`` cut off is dropped
+        (an answer with no sentence end at all ends in "…"). The exchange joins the history when complete."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -52,27 +54,52 @@ class ChatSession:
         inputs = {k: v.to(self.device) for k, v in batch.items()
                   if k not in ("general_pixel_values", "face_pixel_values")}
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        result: list[torch.Tensor] = []
         error: list[BaseException] = []
 
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(**inputs, video_features=self.features, max_new_tokens=max_new_tokens,
-                                        do_sample=do_sample, temperature=temperature, top_p=top_p, streamer=streamer)
+                    result.append(self.model.generate(
+                        **inputs, video_features=self.features, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                        temperature=temperature, top_p=top_p, streamer=streamer))  # (1, L)
             except BaseException as e:  # surfaced in the caller's thread below
                 error.append(e)
                 streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        pieces = []
+        said, pending = "", ""
         for piece in streamer:
-            pieces.append(piece)
-            yield piece
+            pending += piece
+            if (end := last_sentence_end(pending)) > 0:
+                said += pending[:end]
+                yield pending[:end]
+                pending = pending[end:]
         thread.join()
         if error:
             raise error[0]
-        self.history.append((question, "".join(pieces).strip()))
+        ids = result[0]
+        eos = self.model.language_model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        cut = ids.shape[1] >= max_new_tokens and (ids.shape[1] == 0 or int(ids[0, -1]) not in eos)
+        tail = pending.rstrip()
+        whole = not cut or tail.endswith((".", "!", "?"))
+        if tail.strip() and (whole or not said.strip()):
+            tail += "" if whole else "…"
+            said += tail
+            yield tail
+        self.history.append((question, said.strip()))
+
+
+SENTENCE_END = re.compile(r"[.!?]+(?=\s)")
+
+
+def last_sentence_end(text: str) -> int:
+    """The length of ``text``'s complete sentences: up to the last ``.``, ``!`` or ``?`` that a space follows
+    (0 when none has ended yet)."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return ends[-1] if ends else 0
 
 
 def chat(model: str, video: str, question: str | None = None, frames: int | None = None,
@@ -89,7 +116,7 @@ def chat(model: str, video: str, question: str | None = None, frames: int | None
         video: Video file.
         question: The question; without it, the interactive mode.
         frames: Frames sampled per stream (None: the checkpoint's).
-        max_new_tokens: Longest answer.
+        max_new_tokens: Longest answer in tokens; a sentence it cuts off is not shown.
         sample: Sample instead of greedy decoding.
         temperature: Sampling temperature.
         top_p: Nucleus sampling.
