@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from favchat.data.layout import VIDEO_EXTS
 from favchat.data.manifest import Clip, iter_lines, read_manifest
 from favchat.data.taxonomy import find_mentions
 from favchat.eval.predict import VideoRef
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 
 # Class lists in each data set's official order (their label files use these 1-based indices).
 DFEW_CLASSES: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")

@@ -6,6 +6,7 @@ earlier stages left in ``--out`` and skips what is finished.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _shard_args(p: argparse.ArgumentParser) -> None:
@@ -25,6 +26,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int, default=256, help="at most this many sampled frames per video")
     p.add_argument("--decode-max-side", type=int, default=384, help="frames are downscaled to this while decoding")
     p.add_argument("--detect-max-side", type=int, default=192, help="and to this for face detection")
+    p.add_argument("--folder-fps", type=float, default=25.0,
+                   help="frame rate of frame-folder videos (a folder of images, e.g. YouTube Faces), which carry none")
 
 
 def _trim_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +68,8 @@ def _config(args: argparse.Namespace):
     g = vars(args)
     tcfg = TrimConfig(g.get("min_frames", 36), g.get("max_frames", 600))
     fcfg = FilterConfig(min_frames=tcfg.min_frames, **{k: g[k] for k in (
-        "detector", "face_threshold", "sample_stride", "max_samples", "decode_max_side", "detect_max_side") if k in g})
+        "detector", "face_threshold", "sample_stride", "max_samples", "decode_max_side", "detect_max_side",
+        "folder_fps") if k in g})
     acfg = AnnotateConfig()
     if "backend" in g:
         api = ChatAPIConfig.from_env(
@@ -91,6 +95,7 @@ def _stage(stages: tuple[str, ...]):
     def run(args: argparse.Namespace) -> int:
         from favchat.data.pipeline.build import (
             State,
+            check_extractor,
             discover,
             finish,
             run_text_stages,
@@ -100,8 +105,14 @@ def _stage(stages: tuple[str, ...]):
 
         cfg = _config(args)
         items = None
-        if "filter" in stages:
-            items = [it for it in discover(args.input) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
+        try:
+            if "filter" in stages:
+                items = [it for it in discover(args.input) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
+            if "extract" in stages:
+                check_extractor(cfg.extractor)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"favchat data {args.data_command}: error: {e}", file=sys.stderr)
+            return 2
         state = State(cfg.work)
         try:
             ann = None
@@ -120,7 +131,11 @@ def _stage(stages: tuple[str, ...]):
 def _build(args: argparse.Namespace) -> int:
     from favchat.data.pipeline.build import build
 
-    s = build(_config(args), args.input, review=args.review)
+    try:
+        s = build(_config(args), args.input, review=args.review)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"favchat data build: error: {e}", file=sys.stderr)
+        return 2
     _print_table(s)
     pending = s["clips"] - s["clips_done"] + s.get("videos_pending", 0)
     if pending:
