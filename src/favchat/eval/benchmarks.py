@@ -91,7 +91,7 @@ def answer_to_class(text: str, classes: tuple[str, ...] | list[str]) -> str | No
     return min(hits)[1] if hits else None
 
 
-def _class_of(name: str, classes: tuple[str, ...]) -> str | None:
+def class_of(name: str, classes: tuple[str, ...]) -> str | None:
     """A folder name or label-file entry as a class: the class name (any case), its 1-based index, or another
     data set's name for the same emotion ("angry" is MAFW's "anger", "happiness" is DFEW's "happy")."""
     n = name.strip().lower()
@@ -120,10 +120,10 @@ def load_emotion_folder(root: str | os.PathLike, classes: tuple[str, ...], fold:
         folds = sorted(p.name for p in root.glob("fold_*") if p.is_dir())
         raise BenchmarkError(f"fold folder not found: {base} (present: {folds or 'none'})")
     subdirs = sorted(p for p in base.iterdir() if p.is_dir())
-    unknown = [p.name for p in subdirs if _class_of(p.name, classes) is None]
+    unknown = [p.name for p in subdirs if class_of(p.name, classes) is None]
     if unknown:
         raise BenchmarkError(f"{base}: folders that are not classes: {unknown} (classes: {list(classes)})")
-    found = {_class_of(p.name, classes): p for p in subdirs}
+    found = {class_of(p.name, classes): p for p in subdirs}
     missing = [c for c in classes if c not in found]
     if missing:
         raise BenchmarkError(f"{base}: missing class folders {missing} (expected one folder per class: {list(classes)})")
@@ -158,7 +158,7 @@ def _emotion_from_csv(root: Path, path: Path, classes: tuple[str, ...]) -> list[
         if len(row) < 2:
             problems.append(f"line {ln}: expected 'video,label', got {row}")
             continue
-        name, lab = row[0].strip(), _class_of(row[-1], classes)
+        name, lab = row[0].strip(), class_of(row[-1], classes)
         if lab is None:
             problems.append(f"line {ln}: unknown label {row[-1]!r} (classes: {list(classes)} or 1..{len(classes)})")
             continue

@@ -3,12 +3,14 @@ predictions JSONL, ``metrics.json``, ``report.md`` and plots into ``--out``.
 
     favchat eval facesynth --manifest data/facesynth/manifest.jsonl --checkpoint ckpt/ --out runs/eval
     favchat eval dfew --root /data/DFEW --fold 1 --checkpoint ckpt/ --out runs/dfew1
+    favchat eval mafw --root /data/MAFW --fold all --checkpoint ckpt/ --out runs/mafw
     favchat eval manifest --manifest m.jsonl --predictions preds.jsonl --out runs/x --judge-base-url http://localhost:8000/v1
 
 The judge is any OpenAI-compatible endpoint: ``--judge-base-url``/``--judge-model`` (or the environment
 variables ``FAVCHAT_JUDGE_BASE_URL``/``FAVCHAT_JUDGE_MODEL``, or ``--judge-config`` YAML with
 ``ChatAPIConfig`` fields); the key is read from the variable named by ``--judge-key-env``. Without any of
-these, judge metrics are skipped. Layouts and protocols: docs/evaluation.md.
+these, judge metrics are skipped. The sets as distributed: docs/datasets.md; protocols and generic layouts:
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ BENCHMARKS = {
     "manifest": "score an existing predictions JSONL against a manifest (no model needed)",
     "dfew": "DFEW zero-shot emotion recognition (7 classes), UAR/WAR",
     "mafw": "MAFW zero-shot emotion recognition (11 classes), UAR/WAR",
-    "captions": "a DFEC-style caption set (annotations.jsonl): CIDEr, ROUGE-L, judge scores, AutoDQ",
+    "captions": "DFEC (test.json) or any caption set (annotations.jsonl): CIDEr, ROUGE-L, judge scores, AutoDQ",
     "ytf": "YouTube Faces verification pairs: accuracy under the 10-fold threshold protocol",
     "emer": "EMER explainable emotion reasoning: clue and label overlap (judge required)",
     "frames": "the inference frame-count sweep (Fig. 8) on a caption set or manifest",
@@ -72,33 +74,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             b.add_argument("--predictions", required=True, type=Path,
                            help="JSONL of {id, answer}: clip ids for summaries, '<clip id>#qa<k>' for QA pairs")
         if name in ("dfew", "mafw"):
-            b.add_argument("--root", required=True, type=Path, help="data set folder (class folders or videos)")
-            b.add_argument("--fold", type=int, help="evaluate <root>/fold_<k>/ (DFEW has 5 folds)")
-            b.add_argument("--labels", type=Path, help="label CSV (video,label) instead of class folders")
+            b.add_argument("--root", required=True, type=Path,
+                           help=f"the {name.upper()} folder as distributed (docs/datasets.md), or class folders "
+                                "(docs/evaluation.md)")
+            b.add_argument("--fold", help="1..5, or 'all': the mean over the five folds' test sets (the paper's "
+                                          "protocol); with class folders, <root>/fold_<k>/")
+            b.add_argument("--labels", type=Path, help="a label CSV (video,label) instead of the set's own files")
             b.add_argument("--protocol", choices=("describe-then-classify", "direct"), default="describe-then-classify")
-        if name in ("captions", "emer"):
-            b.add_argument("--annotations", required=True, type=Path, help="annotations.jsonl")
+        if name == "dfew":
+            b.add_argument("--clips", choices=("auto", "original", "clip_224x224", "clip_224x224_16f"), default="auto",
+                           help="which of DFEW's Clip/ folders to read (auto: original videos, else the frame folders)")
+        if name == "captions":
+            b.add_argument("--annotations", required=True, type=Path, help="DFEC's test.json, or an annotations.jsonl")
+        if name == "emer":
+            b.add_argument("--annotations", required=True, type=Path,
+                           help="EMER's gt-eng.csv (v1) or final-EMER-reason.csv (v2), or an annotations.jsonl")
+            b.add_argument("--videos", type=Path, help="the folder of MER2023's clips (default: the CSV's folder)")
+        if name in ("captions", "frames"):
+            b.add_argument("--videos-root", type=Path, help="DFEC: the folder holding the source sets that test.json's "
+                                                            "video paths point into (default: test.json's folder)")
         if name in ("captions", "facesynth", "manifest", "frames"):
             b.add_argument("--tokenizer", choices=("auto", "ptb", "simple"), default="auto",
                            help="caption tokenizer: ptb needs Java; simple is Java-free (default auto)")
         if name == "ytf":
-            b.add_argument("--root", required=True, type=Path, help="folder of the pair videos")
-            b.add_argument("--pairs", type=Path, help="pairs file (default <root>/splits.txt or pairs.csv)")
+            b.add_argument("--root", required=True, type=Path,
+                           help="the YouTube Faces folder (frame_images_DB/, meta_data/ or splits.txt), or a folder "
+                                "of pair videos with splits.txt/pairs.csv")
+            b.add_argument("--pairs", type=Path, help="pairs file: splits.txt, splits_corrected.txt, "
+                                                      "meta_and_splits.mat or pairs.csv (default: found under --root)")
+            b.add_argument("--images", choices=("auto", "frame", "aligned"), default="auto",
+                           help="YouTube Faces: frame_images_DB or aligned_images_DB (auto: the first present)")
             b.add_argument("--scorer", choices=("labels", "embedding"), default="labels",
                            help="pair score from the two descriptions (default labels)")
         if name == "frames":
             src = b.add_mutually_exclusive_group(required=True)
-            src.add_argument("--annotations", type=Path, help="caption annotations.jsonl")
+            src.add_argument("--annotations", type=Path, help="a caption set: DFEC's test.json or annotations.jsonl")
             src.add_argument("--manifest", type=Path, help="FaVChat manifest (its test split's summaries)")
             b.add_argument("--frames", type=int, nargs="+", required=True, help="frame counts, e.g. 8 16 32 64")
         b.set_defaults(func=main)
+
+
+def _judge_configured(args: argparse.Namespace) -> bool:
+    return not args.no_judge and bool(args.judge_config or args.judge_base_url or args.judge_model or any(
+        k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL")))
 
 
 def _judge(args: argparse.Namespace) -> Any:
     from favchat.chat_api import ChatAPIConfig
     from favchat.eval.judge import Judge
 
-    if args.no_judge:
+    if not _judge_configured(args):
+        if not args.no_judge:
+            log.info("no judge configured (--judge-base-url / --judge-model): judge metrics skipped")
         return None
     if args.judge_config:
         from favchat.config_io import load_config
@@ -106,11 +133,6 @@ def _judge(args: argparse.Namespace) -> Any:
         base = load_config(ChatAPIConfig, args.judge_config)
     else:
         base = ChatAPIConfig.from_env(prefix="FAVCHAT_JUDGE_")
-    configured = args.judge_config or args.judge_base_url or args.judge_model or any(
-        k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL"))
-    if not configured:
-        log.info("no judge configured (--judge-base-url / --judge-model): judge metrics skipped")
-        return None
     for field, value in (("base_url", args.judge_base_url), ("model", args.judge_model),
                          ("api_key_env", args.judge_key_env), ("concurrency", args.judge_concurrency)):
         if value is not None:
@@ -129,79 +151,98 @@ def _predictor(args: argparse.Namespace, num_frames: int | None = None) -> Any:
                           max_new_tokens=args.max_new_tokens, device=args.device)
 
 
-def main(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read the benchmark's items (before anything is written): the items by kind, and the report's input lines."""
     from favchat import prompts
+    from favchat.eval import benchmarks as bm
+    from favchat.eval.sets import resolve
+
+    b, lim = args.benchmark, (lambda xs: xs[: args.limit]) if args.limit else (lambda xs: xs)
+    describe = prompts.load("describe")
+    if b in ("facesynth", "manifest"):
+        split = None if args.split == "all" else args.split
+        caps, qa = bm.load_manifest_split(args.manifest, split, check_videos=b == "facesynth", default_question=describe)
+        return {"caps": lim(caps), "qa": lim(qa)}, {"manifest": f"{args.manifest} (split {args.split})"}
+    if b in ("dfew", "mafw"):
+        folds, what = resolve.emotion_folds(b, args.root, resolve.parse_fold(args.fold), args.labels,
+                                            getattr(args, "clips", "auto"))
+        return {"folds": {k: lim(v) for k, v in folds.items()}}, {"data": what, "folds": ", ".join(map(str, folds))}
+    if b == "captions" or (b == "frames" and args.annotations):
+        samples, what = resolve.caption_samples(args.annotations, describe, args.videos_root)
+        return {"samples": lim(samples)}, {"data": what}
+    if b == "frames":
+        return {"samples": lim(bm.load_manifest_split(args.manifest, "test", default_question=describe)[0])}, \
+            {"manifest": f"{args.manifest} (split test)"}
+    if b == "emer":
+        samples, what = resolve.emer_samples(args.annotations, prompts.load("emer_question"), args.videos)
+        return {"samples": lim(samples)}, {"data": what}
+    pairs, what = resolve.ytf_pairs(args.root, args.pairs, args.images)
+    return {"pairs": lim(pairs)}, {"data": what}
+
+
+def main(args: argparse.Namespace) -> int:
     from favchat.eval import benchmarks as bm
     from favchat.eval import protocols as pr
     from favchat.eval.benchmarks import BenchmarkError
     from favchat.eval.judge import JudgeError
     from favchat.eval.report import write_report
 
-    args.out.mkdir(parents=True, exist_ok=True)
     if not args.verbose:  # the openai client's HTTP layer logs one INFO line per judge request
         logging.getLogger("httpx2").setLevel(logging.WARNING)
     progress = not args.no_progress
-    lim = (lambda xs: xs[: args.limit]) if args.limit else (lambda xs: xs)
     results: dict[str, Any] = {"benchmark": args.benchmark, "inputs": {}}
+    b = args.benchmark
     try:
+        if b == "emer" and not _judge_configured(args):
+            raise SystemExit("favchat eval emer: EMER is scored by a judge; set --judge-base-url/--judge-model")
+        data, inputs = _load(args)  # a wrong root or file stops here, before anything is written
+        results["inputs"].update(inputs)
+        args.out.mkdir(parents=True, exist_ok=True)
         judge = _judge(args)
         if judge is not None:
             results["inputs"]["judge"] = f"{judge.client.config.model} @ {judge.client.config.base_url or 'default'}"
         if getattr(args, "checkpoint", None):
             results["inputs"]["checkpoint"] = str(args.checkpoint)
-        b = args.benchmark
-        if b in ("facesynth", "manifest"):
-            split = None if args.split == "all" else args.split
-            caps, qa = bm.load_manifest_split(args.manifest, split, check_videos=b == "facesynth",
-                                              default_question=prompts.load("describe"))
-            caps, qa = lim(caps), lim(qa)
-            results["inputs"]["manifest"] = f"{args.manifest} (split {args.split})"
-            if b == "facesynth":
-                predictor = _predictor(args)
-                if caps:
-                    results["captions"] = pr.run_captions(predictor, caps, args.out, judge, args.tokenizer, progress)
-                if qa:
-                    results["qa"] = pr.run_qa(predictor, qa, args.out, judge, not args.no_consistency, progress)
-            else:
-                from favchat.eval.predict import read_predictions
+        if b == "facesynth":
+            predictor = _predictor(args)
+            if data["caps"]:
+                results["captions"] = pr.run_captions(predictor, data["caps"], args.out, judge, args.tokenizer, progress)
+            if data["qa"]:
+                results["qa"] = pr.run_qa(predictor, data["qa"], args.out, judge, not args.no_consistency, progress)
+        elif b == "manifest":
+            from favchat.eval.predict import read_predictions
 
-                preds = {k: v["answer"] for k, v in read_predictions(args.predictions).items()}
-                known = caps + qa + [bm.Sample(f"{s.id}~rephrased", s.video) for s in qa]
-                bm.check_prediction_ids(preds, known, str(args.predictions))
-                results["inputs"]["predictions"] = str(args.predictions)
-                cap_done = [s for s in caps if s.id in preds]
-                qa_done = [s for s in qa if s.id in preds]
-                if not cap_done and not qa_done:
-                    raise BenchmarkError(f"{args.predictions}: no prediction matches a clip or QA id of the manifest")
-                if cap_done:
-                    results["captions"] = pr.score_captions(cap_done, preds, judge, args.tokenizer)
-                if qa_done:
-                    results["qa"] = pr.score_qa(qa_done, preds, judge)
+            caps, qa = data["caps"], data["qa"]
+            preds = {k: v["answer"] for k, v in read_predictions(args.predictions).items()}
+            known = caps + qa + [bm.Sample(f"{s.id}~rephrased", s.video) for s in qa]
+            bm.check_prediction_ids(preds, known, str(args.predictions))
+            results["inputs"]["predictions"] = str(args.predictions)
+            cap_done = [s for s in caps if s.id in preds]
+            qa_done = [s for s in qa if s.id in preds]
+            if not cap_done and not qa_done:
+                raise BenchmarkError(f"{args.predictions}: no prediction matches a clip or QA id of the manifest")
+            if cap_done:
+                results["captions"] = pr.score_captions(cap_done, preds, judge, args.tokenizer)
+            if qa_done:
+                results["qa"] = pr.score_qa(qa_done, preds, judge)
         elif b in ("dfew", "mafw"):
-            classes = bm.DATASET_CLASSES[b]
-            samples = lim(bm.load_emotion_folder(args.root, classes, args.fold, args.labels))
-            results["inputs"]["data"] = str(args.root) + (f" fold {args.fold}" if args.fold else "")
-            results["classification"] = pr.run_classification(_predictor(args), samples, classes, args.out,
-                                                              args.protocol, progress)
+            classes, folds = bm.DATASET_CLASSES[b], data["folds"]
+            results["classification"] = (
+                pr.run_classification_folds(_predictor(args), folds, classes, args.out, args.protocol, progress)
+                if len(folds) > 1 else
+                pr.run_classification(_predictor(args), next(iter(folds.values())), classes, args.out, args.protocol,
+                                      progress))
         elif b == "captions":
-            samples = lim(bm.load_caption_set(args.annotations, prompts.load("describe")))
-            results["captions"] = pr.run_captions(_predictor(args), samples, args.out, judge, args.tokenizer, progress)
+            results["captions"] = pr.run_captions(_predictor(args), data["samples"], args.out, judge, args.tokenizer,
+                                                  progress)
         elif b == "ytf":
-            pairs = lim(bm.load_pairs(args.root, args.pairs))
-            results["verification"] = pr.run_verification(_predictor(args), pairs, args.out, args.scorer,
+            results["verification"] = pr.run_verification(_predictor(args), data["pairs"], args.out, args.scorer,
                                                           progress=progress)
         elif b == "emer":
-            if judge is None:
-                raise SystemExit("favchat eval emer: EMER is scored by a judge; set --judge-base-url/--judge-model")
-            samples = lim(bm.load_emer(args.annotations, prompts.load("emer_question")))
-            results["emer"] = pr.run_emer(_predictor(args), samples, args.out, judge, progress)
+            results["emer"] = pr.run_emer(_predictor(args), data["samples"], args.out, judge, progress)
         elif b == "frames":
-            if args.annotations:
-                samples = lim(bm.load_caption_set(args.annotations, prompts.load("describe")))
-            else:
-                samples = lim(bm.load_manifest_split(args.manifest, "test", default_question=prompts.load("describe"))[0])
-            results["frame_sweep"] = pr.run_frame_sweep(lambda k: _predictor(args, k), args.frames, samples, args.out,
-                                                        judge, args.tokenizer, progress)
+            results["frame_sweep"] = pr.run_frame_sweep(lambda k: _predictor(args, k), args.frames, data["samples"],
+                                                        args.out, judge, args.tokenizer, progress)
     except (BenchmarkError, JudgeError, FileNotFoundError, ValueError) as e:
         print(f"favchat eval {args.benchmark}: error: {e}", file=sys.stderr)
         return 2

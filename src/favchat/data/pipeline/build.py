@@ -131,6 +131,7 @@ class State:
     def check_config(self, stage: str, cfg: dict[str, Any]) -> None:
         """A rerun must use the settings the stage's finished records were made with."""
         p = self.dir / f"{stage}.config.json"
+        cfg = json.loads(json.dumps(cfg))  # as saved: tuples become lists
         if p.exists() and self.records[stage]:
             old = json.loads(p.read_text())
             diff = sorted(k for k in old.keys() | cfg.keys() if old.get(k) != cfg.get(k))

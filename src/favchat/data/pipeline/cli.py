@@ -1,5 +1,5 @@
 """``favchat data ...``: the dataset pipeline's subcommands (filter, trim, extract, train-extractor,
-annotate, qa, build, merge, review). ``build`` runs every stage; each stage alone reads the state the
+annotate, qa, build, merge, review, import-celebv). ``build`` runs every stage; each stage alone reads the state the
 earlier stages left in ``--out`` and skips what is finished.
 """
 
@@ -154,7 +154,8 @@ def _train(args: argparse.Namespace) -> int:
     from favchat.data.pipeline.extract import ExtractorConfig
     from favchat.data.pipeline.train_extractor import TrainExtractorConfig, train_extractor
 
-    cfg = ExtractorConfig(backbone=args.backbone, crop_size=args.crop_size, landmarks=args.landmarks)
+    cfg = ExtractorConfig(backbone=args.backbone, crop_size=args.crop_size, landmarks=args.landmarks,
+                          heads=tuple(args.heads))
     tcfg = TrainExtractorConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                 detector=args.detector, val_fraction=args.val_fraction)
     rep = train_extractor(args.manifest, args.out, cfg, tcfg)
@@ -162,6 +163,24 @@ def _train(args: argparse.Namespace) -> int:
         m = rep["macro_over_supported"]
         print(f"wrote {args.out}/extractor.pt and report.md: macro precision {m['precision']:.3f}, "
               f"recall {m['recall']:.3f}, F1 {m['f1']:.3f} on {rep['num_clips']} {rep['evaluated_on']} clips")
+    return 0
+
+
+def _import_celebv(args: argparse.Namespace) -> int:
+    from favchat.data.celebv import import_celebv
+
+    try:
+        r = import_celebv(args.info, args.videos, args.out, split=args.split, folder_fps=args.folder_fps,
+                          progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"favchat data import-celebv: error: {e}", file=sys.stderr)
+        return 2
+    labels = ", ".join(f"{n} {g}" for g, n in r["labels"].items())
+    print(f"imported {r['imported']} of {r['clips']} clips into {r['manifest']} ({labels} labels; "
+          f"{r['timed_emotions']} clips with a changing emotion); {r['no_video']} without a video and "
+          f"{r['unreadable']} unreadable, listed in {args.out}/missing_videos.txt.\n"
+          f"Next: favchat data annotate --out {args.out} && favchat data qa --out {args.out}  (summaries and QA), or\n"
+          f"      favchat data train-extractor --manifest {r['manifest']} --heads E1 --out extractor/  (E1)")
     return 0
 
 
@@ -218,6 +237,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="small: trained 4-layer CNN (fast); efficientnet-lite0: pretrained, frozen")
     t.add_argument("--crop-size", type=int, default=0, help="face crop side (0: 64 small / 224 efficientnet)")
     t.add_argument("--landmarks", action="store_true", help="face-mesh landmark motion for E3 (needs mediapipe)")
+    t.add_argument("--heads", nargs="+", choices=("E1", "E2", "E3"), default=["E1", "E2", "E3"],
+                   help="the extractors to train; E1 alone on CelebV-HQ's imported labels, as in App. B.2")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--batch-size", type=int, default=16)
@@ -225,6 +246,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--detector", default="auto", help="face detector for the crops")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("import-celebv", formatter_class=fmt,
+                       help="CelebV-HQ's own labels into a labelled manifest and the pipeline state (no extractor)",
+                       description="Map celebvhq_info.json's 83 labels into the taxonomy (timed emotions kept as "
+                                   "events) for the downloaded clips; write OUT/labels.jsonl and the state from which "
+                                   "`favchat data annotate` and `qa` write summaries and QA pairs (docs/datasets.md).")
+    c.add_argument("--info", required=True, help="CelebV-HQ's celebvhq_info.json")
+    c.add_argument("--videos", required=True, help="folder of <clip id>.mp4 (processed) or <ytb_id>.mp4 (raw) videos")
+    c.add_argument("--out", required=True, help="output folder: labels.jsonl, state/, missing_videos.txt")
+    c.add_argument("--split", default="train", choices=("train", "val", "test"), help="the manifest's split")
+    c.add_argument("--folder-fps", type=float, default=25.0, help="frame rate of clips stored as frame folders")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=_import_celebv)
 
     r = sub.add_parser("review", help="a markdown QC review of a random sample of a manifest", formatter_class=fmt,
                        description="Write a markdown review (frames, labels, summary, QA) of random clips.")
