@@ -32,7 +32,7 @@ from typing import Any
 
 from favchat.data.layout import describe_folder, find_clip, looks_like
 from favchat.data.manifest import SPLITS, Clip, Event
-from favchat.data.taxonomy import BY_NAME, GROUPS
+from favchat.data.taxonomy import BY_NAME, GROUPS, LABELS_BY_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ def read_info(path: str | os.PathLike) -> list[CelebVClip]:
                     problems.append(f"{where}.attributes.emotion: a timed emotion needs start_sec and end_sec")
             if label not in labels["emotion"]:
                 labels["emotion"].append(label)
+        labels = {g: [n for n in LABELS_BY_GROUP[g] if n in labels[g]] for g in ("appearance", "action")} | {
+            "emotion": labels["emotion"]}  # taxonomy order; emotions in the order they are shown
         out.append(CelebVClip(cid, ytb, start, end, bbox, labels, timed, c.get("version")))
     if problems:
         raise CelebVError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:30])

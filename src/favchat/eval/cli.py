@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name == "emer":
             b.add_argument("--annotations", required=True, type=Path,
                            help="EMER's gt-eng.csv (v1) or final-EMER-reason.csv (v2), or an annotations.jsonl")
-            b.add_argument("--videos", type=Path, help="the folder of MER2023's clips (default: the CSV's folder)")
+            b.add_argument("--videos", type=Path, help="the folder of MER2023's clips (default: the CSV's folder, or "
+                                                       "video/ or videos/ beside it or beside its folder)")
         if name in ("captions", "frames"):
             b.add_argument("--videos-root", type=Path, help="DFEC: the folder holding the source sets that test.json's "
                                                             "video paths point into (default: test.json's folder)")

@@ -4,7 +4,8 @@
     dataset-v2/final-EMER-reason.csv    # name,chinese,english               (332 samples; its README says "names")
 
 The reference explanation is ``reasons`` (v1) or ``english`` (v2). Clips are MER2023's videos, found as
-``<videos>/<name>.<ext>`` (or a frame folder ``<name>/``); ``videos`` defaults to the CSV's folder.
+``<videos>/<name>.<ext>`` (or a frame folder ``<name>/``); without ``videos``, in the CSV's folder or a
+``video/`` or ``videos/`` folder beside it or beside its folder.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ def load_emer_csv(path: str | os.PathLike, default_question: str,
     Args:
         path: ``gt-eng.csv`` (EMER v1) or ``final-EMER-reason.csv`` (v2); the form is read from the header.
         default_question: the question asked of each clip.
-        videos: the folder of MER2023's clips; default: the CSV's folder.
+        videos: the folder of MER2023's clips; default: the CSV's folder, or ``video/`` or ``videos/`` beside the CSV
+            or beside its folder.
     """
     path = Path(path)
     if not path.is_file():
         raise BenchmarkError(f"EMER annotation file not found: {path}")
-    folder = Path(videos) if videos is not None else path.parent
+    folders = [Path(videos)] if videos is not None else [
+        d / sub for d in (path.parent, path.parent.parent) for sub in ("", "video", "videos")]
+    folders = [d for d in dict.fromkeys(folders) if d.is_dir()] or folders[:1]
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
     head = [c.strip().lower() for c in rows[0]] if rows else []
@@ -58,7 +62,7 @@ def load_emer_csv(path: str | os.PathLike, default_question: str,
             problems.append(f"line {ln}: duplicate name {name!r}")
             continue
         seen.add(name)
-        video = find_clip(folder, name)
+        video = next((v for d in folders if (v := find_clip(d, name)) is not None), None)
         if video is None:
             missing.append(name)
             continue
@@ -67,9 +71,10 @@ def load_emer_csv(path: str | os.PathLike, default_question: str,
     if problems:
         raise BenchmarkError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:30]))
     if missing:
-        raise BenchmarkError(f"{path}: {len(missing)} of {len(seen)} clips have no video in {folder} (looked for "
-                             f"<name>{'/'.join(VIDEO_EXTS[:2])}... or a folder <name>/), e.g. {missing[:3]}; "
-                             f"{describe_folder(folder)}. Pass --videos, the folder of MER2023's clips.")
+        where = "; ".join(f"{d}: {describe_folder(d)}" for d in folders)
+        raise BenchmarkError(f"{path}: {len(missing)} of {len(seen)} clips have no video (looked for <name>"
+                             f"{'/'.join(VIDEO_EXTS[:2])}... or a folder <name>/, e.g. {missing[:3]}, in {where}). "
+                             "Pass --videos, the folder of MER2023's clips.")
     if not samples:
         raise BenchmarkError(f"{path}: no samples")
     return samples

@@ -66,9 +66,9 @@ def emotion_folds(name: str, root: str | os.PathLike, fold: int | str | None = N
 
 def caption_samples(path: str | os.PathLike, question: str,
                     videos_root: str | os.PathLike | None = None) -> tuple[list[Sample], str]:
-    """DFEC's ``test.json`` (a JSON array) or a generic ``annotations.jsonl``."""
+    """DFEC's ``test.json`` (a ``.json`` file, or any file holding a JSON array) or a generic ``annotations.jsonl``."""
     path = Path(path)
-    if path.is_file() and dfec.is_json_array(path):
+    if path.is_file() and (path.suffix.lower() == ".json" or dfec.is_json_array(path)):
         return dfec.load_dfec(path, question, videos_root), f"{path} (DFEC test.json)"
     return bm.load_caption_set(path, question), f"{path} (annotations JSONL)"
 
