@@ -79,7 +79,7 @@ def write_dfew(root: Path, test_dir: str = "test(single-labeled)", per_fold: int
 
 
 def write_mafw(root: Path, split_root: str = "split/single/no_caption", per_fold: int = 2) -> dict[int, list[tuple[str, str]]]:
-    """MAFW: ``clips/NNNNN.mp4``, ``Labels/single_label.txt`` (clip, label, zh and en captions) and
+    """MAFW: ``clips/NNNNN.mp4``, ``MAFW/Labels/single_label.txt`` (clip, label, zh and en captions) and
     ``<split_root>/set_{1..5}/{train,test}.txt`` lines ``<clip>.mp4 <label>``. Returns fold -> test rows."""
     folds: dict[int, list[tuple[str, str]]] = {}
     labels = []
@@ -139,7 +139,7 @@ def write_emer(root: Path) -> dict[str, Path]:
     return {"v1": v1, "v2": v2, "videos": root / "video"}
 
 
-def write_ytf(root: Path, people: int = 4) -> list[tuple[int, int, str, str, int]]:
+def write_ytf(root: Path, people: int = 3) -> list[tuple[int, int, str, str, int]]:
     """YouTube Faces: ``frame_images_DB/<person>/<n>/<n>.<frame>.jpg`` (frame numbers crossing a digit boundary),
     ``aligned_images_DB/<person>/<n>/aligned_detect_<n>.<frame>.jpg``, ``<person>.labeled_faces.txt``,
     ``meta_data/meta_and_splits.mat`` and ``splits.txt``. Returns the pair rows (split, pair, first, second, same)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,32 +87,6 @@ def test_processor_and_pipeline_read_frame_folders(tmp_path):
 # DFEW and MAFW
 
 
-def test_eval_dfew_as_distributed(checkpoint, tmp_path):
-    root = tmp_path / "DFEW"
-    folds = mini.write_dfew(root)
-    out = tmp_path / "dfew1"
-    assert main(["eval", "dfew", "--root", str(root), "--fold", "1", "--checkpoint", str(checkpoint),
-                 "--out", str(out), *FAST]) == 0
-    m = json.loads((out / "metrics.json").read_text())
-    (clip, label), = folds[1]
-    assert m["classification"]["n"] == 1 and "folds" not in m["classification"]
-    pred = lines(out / "predictions.jsonl")
-    assert [(p["id"], p["label"]) for p in pred] == [(f"{int(clip):05d}", DFEW_CLASSES[label - 1])]
-    assert "EmoLabel_DataSplit/test(single-labeled)/set_k.csv" in m["inputs"]["data"]
-
-    out = tmp_path / "dfew-all"  # the paper's protocol: the mean over the five folds' test sets
-    argv = ["eval", "dfew", "--root", str(root), "--fold", "all", "--protocol", "direct", "--checkpoint",
-            str(checkpoint), "--out", str(out), *FAST]
-    assert main(argv) == 0
-    c = json.loads((out / "metrics.json").read_text())["classification"]
-    assert [f["fold"] for f in c["folds"]] == [1, 2, 3, 4, 5] and all(f["n"] == 1 for f in c["folds"])
-    assert c["n"] == 5 and c["uar"] == pytest.approx(np.mean([f["uar"] for f in c["folds"]]))
-    assert c["war"] == pytest.approx(np.mean([f["war"] for f in c["folds"]]))
-    assert all((out / f"fold_{k}" / "confusion.png").exists() for k in range(1, 6))
-    assert "the mean over the 5 folds' test sets" in (out / "report.md").read_text()
-    assert len(lines(out / "predictions.jsonl")) == 5
-
-
 def test_dfew_reader_variants(tmp_path):
     root = tmp_path / "DFEW"
     folds = mini.write_dfew(root, test_dir="test(single_labeled)")  # the README's spelling
@@ -121,69 +97,44 @@ def test_dfew_reader_variants(tmp_path):
     assert frames[0].video.path.is_dir() and probe(frames[0].video.path).num_frames == 4
 
 
-def test_eval_mafw_as_distributed(checkpoint, tmp_path):
+def test_mafw_reader_variants(tmp_path):
     root = tmp_path / "MAFW"
     folds = mini.write_mafw(root, split_root="Train & Test Set/single/no_caption")  # the second copy's name
-    out = tmp_path / "mafw1"
-    assert main(["eval", "mafw", "--root", str(root), "--fold", "1", "--protocol", "direct", "--checkpoint",
-                 str(checkpoint), "--out", str(out), *FAST]) == 0
-    pred = lines(out / "predictions.jsonl")
-    assert [(p["id"], p["label"]) for p in pred] == [(n[:-4], lab) for n, lab in folds[1]]
-    assert json.loads((out / "metrics.json").read_text())["classification"]["classes"][3] == "happiness"
+    assert [(s.id, s.label) for s in mafw.load_mafw(root, 1)] == [(n[:-4], lab) for n, lab in folds[1]]
     other = tmp_path / "MAFW2"
     mini.write_mafw(other)  # split/single/no_caption; a fold line without its label takes it from Labels/
-    (other / "split/single/no_caption/set_3/test.txt").write_text("00005.mp4\n00006.mp4 SADNESS\n")
+    (other / "split/single/no_caption" / "set_3" / "test.txt").write_text("00005.mp4\n00006.mp4 SADNESS\n")
     assert [(s.id, s.label) for s in mafw.load_mafw(other, 3)] == [("00005", folds[3][0][1]), ("00006", "sadness")]
 
 
 # ---------------------------------------------------------------------------------------------
-# DFEC, EMER, YouTube Faces
+# EMER and YouTube Faces: the forms the documented commands do not take
 
 
-def test_eval_dfec_test_json(checkpoint, tmp_path):
-    root = tmp_path / "FEC-Bench"
-    items = mini.write_dfec(root)
-    out = tmp_path / "dfec"
-    assert main(["eval", "captions", "--annotations", str(root / "test.json"), "--checkpoint", str(checkpoint),
-                 "--out", str(out), "--tokenizer", "simple", *FAST]) == 0
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["captions"]["n"] == 3 and m["captions"]["cider"] >= 0.0 and "DFEC test.json" in m["inputs"]["data"]
-    assert sorted(p["id"] for p in lines(out / "caption_predictions.jsonl")) == [str(d["id"]) for d in items]
-
-
-def test_eval_emer_both_csv_forms(checkpoint, tmp_path, openai_stub):
-    files = mini.write_emer(tmp_path / "EMER")
+def test_eval_emer_v2_csv(checkpoint, tmp_path, openai_stub):
+    files = mini.write_emer(tmp_path / "EMER")  # v1 (gt-eng.csv) is the documented command, run below
     stub = openai_stub(lambda body: '{"score": 6}')
-    for version in ("v1", "v2"):
-        out = tmp_path / f"emer-{version}"
-        videos = ["--videos", str(files["videos"])] if version == "v1" else []  # v2: EMER/video/ found by itself
-        assert main(["eval", "emer", "--annotations", str(files[version]), *videos, "--checkpoint", str(checkpoint), "--out", str(out), "--judge-base-url", stub.base_url,
-                     "--judge-model", "stub", *FAST]) == 0
-        m = json.loads((out / "metrics.json").read_text())
-        assert m["emer"]["clue_overlap"] == 6.0 and m["emer"]["label_overlap"] == 6.0
-        assert f"EMER {version} CSV" in m["inputs"]["data"]
-    refs = [x.references[0] for x in emer.load_emer_csv(files["v2"], "Why?", files["videos"])]
+    out = tmp_path / "emer-v2"
+    assert main(["eval", "emer", "--annotations", str(files["v2"]), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--judge-base-url", stub.base_url, "--judge-model", "stub", *FAST]) == 0  # EMER/video/ found beside
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["emer"]["clue_overlap"] == 6.0 and m["emer"]["label_overlap"] == 6.0 and "EMER v2 CSV" in m["inputs"]["data"]
+    refs = [x.references[0] for x in emer.load_emer_csv(files["v2"], "Why?")]
     assert refs[0] == "In the video, she smiles; she is happy."
+    assert [x.meta["emotions"] for x in emer.load_emer_csv(files["v1"], "Why?")] == ["happy", "angry"]
 
 
-def test_eval_ytf_frame_folders_and_both_pair_files(checkpoint, tmp_path):
+def test_ytf_pairs_from_the_mat_file_and_aligned_frames(tmp_path):
     root = tmp_path / "YTF"
     rows = mini.write_ytf(root)
-    out = tmp_path / "ytf"
-    base = ["eval", "ytf", "--root", str(root), "--checkpoint", str(checkpoint), "--out", str(out), *FAST]
-    assert main(base) == 0  # splits.txt, frame_images_DB
-    v = json.loads((out / "metrics.json").read_text())["verification"]
-    assert v["pairs"] == len(rows) == 8 and v["folds"] == 2
-    described = len(lines(out / "descriptions.jsonl"))
-    assert described == len({name for r in rows for name in r[2:4]})  # each frame folder described once
-    from_mat = ytf.load_ytf(root, root / "meta_data" / "meta_and_splits.mat")
-    from_txt = ytf.load_ytf(root)
+    mat = root / "meta_data" / "meta_and_splits.mat"
+    from_mat, from_txt = ytf.load_ytf(root, mat), ytf.load_ytf(root)
     assert [(p.first, p.second, p.same, p.fold) for p in from_mat] == [(p.first, p.second, p.same, p.fold)
                                                                         for p in from_txt]
-    assert main([*base, "--pairs", str(root / "meta_data" / "meta_and_splits.mat")]) == 0
-    assert len(lines(out / "descriptions.jsonl")) == described  # the same videos: resumed, none asked again
-    aligned = ytf.load_ytf(root, images="aligned")
-    assert aligned[0].first.path == root / "aligned_images_DB" / rows[0][2]
+    assert [(p.first.path, p.same) for p in from_txt] == [(root / "frame_images_DB" / a, bool(y))
+                                                           for _, _, a, _, y in rows]
+    aligned = ytf.load_ytf(root, images="aligned")[0].first.path
+    assert aligned == root / "aligned_images_DB" / rows[0][2] and probe(aligned).num_frames == 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +189,7 @@ def test_eval_bad_files_name_the_line(sets, tmp_path, capsys, checkpoint):
     assert "line 3: unknown label 'happy'" in err and not out.exists()
     mafw_root = tmp_path / "MAFW"
     mini.write_mafw(mafw_root)
-    (mafw_root / "split/single/no_caption/set_1/test.txt").write_text("00001.mp4 joy\n00002.mp4 3\n")
+    (mafw_root / "split/single/no_caption" / "set_1" / "test.txt").write_text("00001.mp4 joy\n00002.mp4 3\n")
     with pytest.raises(BenchmarkError, match=r"(?s)line 1: unknown label 'joy'.*line 2: numeric label '3'"):
         mafw.load_mafw(mafw_root, 1)
     emer_csv = tmp_path / "other.csv"
@@ -344,3 +295,86 @@ def test_build_without_extractor_stops_before_any_work(tmp_path, capsys):
     assert main(["data", "build", "--input", str(tmp_path / "videos"), "--out", str(out), "--extractor",
                  str(tmp_path / "nope.pt")]) == 2
     assert "extractor checkpoint not found" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Every command of docs/datasets.md, as written
+
+
+def documented_commands() -> list[list[str]]:
+    """The ``favchat`` commands of docs/datasets.md's bash blocks, continuation lines joined, ``&&`` split."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                argv = shlex.split(part, comments=True)
+                if argv:
+                    assert argv[0] == "favchat", argv
+                    commands.append(argv[1:])
+    return commands
+
+
+def judge_reply(body):
+    text = body["messages"][-1]["content"]
+    if text.startswith("Extract the events"):
+        return '["The person smiles."]'
+    if "Events:" in text:
+        return json.dumps(["entailment"] * len(re.findall(r"^\d+\. ", text, re.M)))
+    return '{"score": 3}' if "from 0 to 5" in text else '{"score": 7}'
+
+
+def test_documented_commands(checkpoint, tmp_path, monkeypatch, openai_stub):
+    """Each command with the miniatures in place of /data/<set>, the tiny checkpoint in place of runs/stage3 and a
+    local judge in place of the endpoint; only speed flags are added (fewer tokens and epochs, no progress bars)."""
+    data = tmp_path / "data-root"
+    dfew_folds = mini.write_dfew(data / "DFEW")
+    mafw_folds = mini.write_mafw(data / "MAFW", per_fold=1)
+    dfec_items = mini.write_dfec(data / "FEC-Bench")
+    ytf_rows = mini.write_ytf(data / "YTF")
+    mini.write_emer(data / "EMER")
+    celebv = mini.write_celebv(data / "CelebV-HQ")
+    celebv["videos"].rename(data / "CelebV-HQ" / "processed")
+    for name in ("HMDB51", "FERV39K"):
+        mini.tiny_video(data / name / "brush_hair" / f"{name}_0.avi")
+    stub = openai_stub(judge_reply)
+    monkeypatch.setenv("FAVCHAT_JUDGE_BASE_URL", stub.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for argv in documented_commands():
+        argv = [str(data / a[len("/data/"):]) if a.startswith("/data/") else str(checkpoint) if a == "runs/stage3"
+                else stub.base_url if a.startswith("http://localhost") else a for a in argv]
+        speed = {"eval": ["--max-new-tokens", "2", "--no-progress"], "train-extractor": ["--epochs", "1"]}
+        argv += speed.get(argv[0], speed.get(argv[1], ["--no-progress"]))
+        assert main(argv) == 0, argv
+        ran.append(" ".join(argv[:2]))
+    assert ran == ["data import-celebv", "data annotate", "data qa", "data train-extractor", "data build",
+                   "eval dfew", "eval dfew", "eval mafw", "eval captions", "eval ytf", "eval emer"]
+
+    runs = tmp_path / "runs"
+    m = json.loads((runs / "dfew-1" / "metrics.json").read_text())
+    (clip, label), = dfew_folds[1]
+    assert [(p["id"], p["label"]) for p in lines(runs / "dfew-1" / "predictions.jsonl")] == \
+        [(f"{int(clip):05d}", DFEW_CLASSES[label - 1])]
+    assert m["classification"]["n"] == 1 and "test(single-labeled)/set_k.csv" in m["inputs"]["data"]
+    for name in ("dfew", "mafw"):  # --fold all: the five-fold mean
+        c = json.loads((runs / name / "metrics.json").read_text())["classification"]
+        assert [f["fold"] for f in c["folds"]] == [1, 2, 3, 4, 5] and all(f["n"] == 1 for f in c["folds"])
+        assert c["n"] == 5 and c["uar"] == pytest.approx(np.mean([f["uar"] for f in c["folds"]]))
+        assert c["war"] == pytest.approx(np.mean([f["war"] for f in c["folds"]]))
+        assert all((runs / name / f"fold_{k}" / "confusion.png").exists() for k in range(1, 6))
+        assert "the mean over the 5 folds' test sets" in (runs / name / "report.md").read_text()
+        assert len(lines(runs / name / "descriptions.jsonl")) == 5  # each clip asked once
+    assert lines(runs / "mafw" / "predictions.jsonl")[0]["label"] == mafw_folds[1][0][1]
+    cap = json.loads((runs / "dfec" / "metrics.json").read_text())["captions"]
+    assert cap["n"] == len(dfec_items) and cap["judge"]["summary"]["correctness"]["mean"] == 3.0
+    assert cap["autodq"]["f1"] == 1.0
+    v = json.loads((runs / "ytf" / "metrics.json").read_text())["verification"]
+    assert v["pairs"] == len(ytf_rows) and v["folds"] == 2
+    e = json.loads((runs / "emer" / "metrics.json").read_text())
+    assert e["emer"]["clue_overlap"] == 7.0 and "EMER v1 CSV" in e["inputs"]["data"]
+    assert len(read_manifest(tmp_path / "data" / "celebv" / "manifest.jsonl")) == 4
+    assert (tmp_path / "extractor" / "extractor.pt").exists()
+    s = json.loads((tmp_path / "data" / "others" / "stats.json").read_text())
+    assert s["videos_in"] == 2 + len({n for r in ytf_rows for n in r[2:4]})  # the avi files and the frame folders

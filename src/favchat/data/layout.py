@@ -13,7 +13,7 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 # Files or folders that only one set's download has near its root, to name the set a wrong root belongs to.
 SET_MARKERS: dict[str, tuple[str, ...]] = {
     "DFEW": ("EmoLabel_DataSplit", "Clip/clip_224x224"),
-    "MAFW": ("Labels/single_label.txt", "split/single", "Train & Test Set"),
+    "MAFW": (Path("Labels", "single_label.txt").as_posix(), "split/single", "Train & Test Set"),
     "YouTube Faces": ("frame_images_DB", "aligned_images_DB", "meta_data/meta_and_splits.mat", "splits.txt"),
     "CelebV-HQ": ("celebvhq_info.json",),
     "DFEC": ("test.json",),
@@ -37,7 +37,7 @@ def describe_folder(path: str | os.PathLike, limit: int = 8) -> str:
 
 
 def looks_like(path: str | os.PathLike, expected: str) -> str:
-    """`` (it looks like a MAFW folder: it has Labels/single_label.txt)`` when ``path`` carries another known
+    """`` (it looks like a MAFW folder: it has split/single)`` when ``path`` carries another known
     set's marker than ``expected``'s, else ``""``. A file is judged by its name and its folder's markers."""
     p = Path(path)
     folder = p if p.is_dir() else p.parent

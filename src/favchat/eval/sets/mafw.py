@@ -1,14 +1,13 @@
 """MAFW as distributed: ``clips/``, ``Labels/`` and the fold lists (11 classes, 5 folds).
 
-    MAFW/
-      clips/00001.mp4 ...                                 # 10,045 clips
-      Labels/single_label.txt                             # 03747.mp4  anger  <zh caption> <en caption>
-      split/single/no_caption/set_1/{train,test}.txt      # or "Train & Test Set/single/no_caption/set_1/..."
-                                                          # <clip>.mp4 <label name>
+    MAFW/clips/00001.mp4 ...                                # 10,045 clips
+    MAFW/Labels/single_label.txt                            # 03747.mp4  anger  <zh caption> <en caption>
+    MAFW/split/single/no_caption/set_1/{train,test}.txt     # or under MAFW/Train & Test Set/single/no_caption/
+                                                            # lines: <clip>.mp4 <label name>
 
 Labels are class names (any case). The two conventions for MAFW's class order (``MAFW_CLASSES``, and
 Happiness, Sadness, Neutral, Anger, ... Disappointment) disagree on indices, not on names, so a numeric
-label is refused as ambiguous. A fold line without a label takes it from ``Labels/single_label.txt``.
+label is refused as ambiguous. A fold line without a label takes it from the label file.
 """
 
 from __future__ import annotations
@@ -24,14 +23,14 @@ from favchat.eval.predict import VideoRef
 log = logging.getLogger(__name__)
 
 SPLIT_DIRS = ("split/single/no_caption", "Train & Test Set/single/no_caption")
-LABEL_FILE = "Labels/single_label.txt"
+LABEL_FILE = Path("Labels", "single_label.txt")
 FOLDS = (1, 2, 3, 4, 5)
 TEST_SIZES = {1: 1838}  # the released set-1 test list, to notice a partial copy
 
 
 def is_mafw(root: str | os.PathLike) -> bool:
     """True when ``root`` has MAFW's fold lists or label file."""
-    return first_existing(Path(root), (*SPLIT_DIRS, LABEL_FILE)) is not None
+    return first_existing(Path(root), (*SPLIT_DIRS, LABEL_FILE.as_posix())) is not None
 
 
 def _label(text: str, where: str) -> str:
@@ -45,7 +44,7 @@ def _label(text: str, where: str) -> str:
 
 
 def read_label_file(path: Path) -> dict[str, str]:
-    """``Labels/single_label.txt``: clip name -> class, from lines ``<clip>.mp4 <label> <captions...>``."""
+    """MAFW's label file (``LABEL_FILE``): clip name -> class, from lines ``<clip>.mp4 <label> <captions...>``."""
     out: dict[str, str] = {}
     with open(path, encoding="utf-8-sig") as f:
         for ln, line in enumerate(f, 1):
