@@ -253,10 +253,12 @@ def test_import_celebv_then_summaries_qa_and_e1(tmp_path, capsys):
     ext = tmp_path / "extractor"
     assert main(["data", "train-extractor", "--manifest", str(out / "labels.jsonl"), "--heads", "E1", "--out",
                  str(ext), "--epochs", "1", "--crop-size", "16", "--val-fraction", "0"]) == 0
-    from favchat.data.pipeline.extract import load_extractor
+    from favchat.data.pipeline.extract import load_extractor, make_clip_input, merged_labels, score_clips
 
     model = load_extractor(ext / "extractor.pt")
     assert list(model.heads) == ["E1"] and model.cfg.heads == ("E1",)
+    crops = make_clip_input(mini.noise_frames(4), [[0.0, 0.0, 1.0, 1.0]] * 4, model.cfg)
+    assert list(score_clips(model, [crops])[0]) == list(merged_labels(("E1",)))  # what extract gets: E1's labels
     report = json.loads((ext / "report.json").read_text())
     assert len(report["labels"]) == 83 and report["labels"]["black_hair"]["support"] == 1
 

@@ -52,6 +52,18 @@ class BenchmarkError(ValueError):
     """A benchmark folder or file that does not follow its documented layout."""
 
 
+def checked(path: str | os.PathLike, items: list[Any], problems: list[str], released: int | None = None) -> list[Any]:
+    """``items`` read from ``path``, after raising one error that lists ``problems`` (or says the file lists
+    nothing); warns when the file's count differs from the ``released`` one (a partial copy?)."""
+    if problems:
+        raise BenchmarkError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:30]))
+    if not items:
+        raise BenchmarkError(f"{path}: no clips listed")
+    if released is not None and len(items) != released:
+        log.warning("%s lists %d clips; the released file lists %d (a partial copy?)", path, len(items), released)
+    return items
+
+
 @dataclass
 class Sample:
     """One evaluation item. ``label``: the gold class (classification); ``references``: gold texts."""

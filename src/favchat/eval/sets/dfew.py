@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from favchat.data.layout import describe_folder, find_clip, looks_like
-from favchat.eval.benchmarks import DFEW_CLASSES, BenchmarkError, Sample
+from favchat.eval.benchmarks import DFEW_CLASSES, BenchmarkError, Sample, checked
 from favchat.eval.predict import VideoRef
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,6 @@ def load_dfew(root: str | os.PathLike, fold: int, clips: str = "auto") -> list[S
             problems.append(f"line {ln}: no clip {clip} in {videos} (looked for {clip}.mp4 and a folder {clip}/)")
             continue
         samples.append(Sample(id=clip, video=VideoRef(video), label=DFEW_CLASSES[int(label) - 1], meta={"fold": fold}))
-    if problems:
-        raise BenchmarkError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:30]))
-    if not samples:
-        raise BenchmarkError(f"{path}: no clips listed")
-    if fold in TEST_SIZES and len(samples) != TEST_SIZES[fold]:
-        log.warning("%s lists %d clips; the released fold %d test set has %d (a partial copy?)", path, len(samples),
-                    fold, TEST_SIZES[fold])
+    checked(path, samples, problems, TEST_SIZES.get(fold))
     log.info("DFEW fold %d: %d test clips from %s, clips in %s", fold, len(samples), path, videos)
     return samples
