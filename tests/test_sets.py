@@ -83,6 +83,17 @@ def test_processor_and_pipeline_read_frame_folders(tmp_path):
     assert (res.num_frames, res.fps, res.reason) == (40, 24.0, "few_faces")  # read, sampled and judged
 
 
+def test_manifests_and_generic_layouts_take_frame_folders(tmp_path):
+    from favchat.eval.benchmarks import load_emotion_folder
+
+    for k, cls in enumerate(DFEW_CLASSES):  # class folders holding frame folders (e.g. DFEW's clip_224x224, sorted)
+        mini.frame_folder(tmp_path / "dfew" / cls / f"{k + 1:05d}", ["1.jpg", "2.jpg"], seed=k)
+    samples = load_emotion_folder(tmp_path / "dfew", DFEW_CLASSES)
+    assert len(samples) == 7 and all(s.video.path.is_dir() for s in samples)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "a", "video": "dfew/happy/00001"}) + "\n")
+    assert read_manifest(tmp_path / "m.jsonl")[0].video_path.is_dir()
+
+
 # ---------------------------------------------------------------------------------------------
 # DFEW and MAFW
 

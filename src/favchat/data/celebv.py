@@ -205,7 +205,6 @@ def import_celebv(info: str | os.PathLike, videos: str | os.PathLike, out: str |
     """
     from tqdm.auto import tqdm
 
-    from favchat.data.manifest import ManifestWriter
     from favchat.data.pipeline.build import State
     from favchat.data.video import VideoDecodeError
 
@@ -252,11 +251,10 @@ def import_celebv(info: str | os.PathLike, videos: str | os.PathLike, out: str |
             state.add("trim", {"id": vid, "clips": spans})
     finally:
         state.close()
-    path = out / "labels.jsonl"
+    path = out / "labels.jsonl"  # rewritten whole (atomically) from this run's clips
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    with ManifestWriter(tmp) as w:
-        w.add_all(sorted(lines, key=lambda c: c.id))
+    tmp.write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in sorted(lines, key=lambda c: c.id)),
+                   encoding="utf-8")
     os.replace(tmp, path)
     (out / "missing_videos.txt").write_text("".join(f"{m}\n" for m in missing + unreadable))
     counts = {g: sum(len(line.labels[g]) for line in lines) for g in GROUPS}

@@ -1,7 +1,8 @@
 """Loaders for the evaluation benchmarks, each from a documented local layout (docs/evaluation.md).
 
-- DFEW (7 classes, 5 folds) and MAFW (11 classes): class folders ``root/[fold_k/]<class>/*.mp4``, or a
-  label CSV (``video,label``; label as a class name or the data set's 1-based class index).
+- DFEW (7 classes, 5 folds) and MAFW (11 classes): class folders ``root/[fold_k/]<class>/*.mp4`` (or frame
+  folders), or a label CSV (``video,label``; label as a class name or the data set's 1-based class index).
+  The sets as distributed have their own readers (``favchat.eval.sets``, docs/datasets.md).
 - DFEC and any caption set: ``annotations.jsonl`` with ``{"id", "video", "caption" | "captions", "question"?}``.
 - YouTube Faces pairs: ``splits.txt``/``pairs.csv`` rows ``fold, pair, first, second, ..., same``;
   names resolve to video files under the root.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from favchat.data.layout import VIDEO_EXTS
+from favchat.data.layout import VIDEO_EXTS, find_clip
 from favchat.data.manifest import Clip, iter_lines, read_manifest
 from favchat.data.taxonomy import find_mentions
 from favchat.eval.predict import VideoRef
@@ -116,7 +117,8 @@ def class_of(name: str, classes: tuple[str, ...]) -> str | None:
 
 
 def _videos_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    """The video files and frame folders (sub-folders) of a class folder."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() or p.is_file() and p.suffix.lower() in VIDEO_EXTS)
 
 
 def load_emotion_folder(root: str | os.PathLike, classes: tuple[str, ...], fold: int | None = None,
@@ -148,15 +150,6 @@ def load_emotion_folder(root: str | os.PathLike, classes: tuple[str, ...], fold:
     return samples
 
 
-def _resolve_video(root: Path, name: str) -> Path | None:
-    p = root / name
-    if p.is_file():
-        return p
-    for ext in VIDEO_EXTS:
-        if (q := root / f"{name}{ext}").is_file():
-            return q
-    return None
-
 
 def _emotion_from_csv(root: Path, path: Path, classes: tuple[str, ...]) -> list[Sample]:
     if not path.is_file():
@@ -174,7 +167,7 @@ def _emotion_from_csv(root: Path, path: Path, classes: tuple[str, ...]) -> list[
         if lab is None:
             problems.append(f"line {ln}: unknown label {row[-1]!r} (classes: {list(classes)} or 1..{len(classes)})")
             continue
-        video = _resolve_video(root, name)
+        video = find_clip(root, name)
         if video is None:
             problems.append(f"line {ln}: no video {name!r} under {root}")
             continue
@@ -214,7 +207,7 @@ def _read_jsonl(path: Path, text_fields: tuple[str, ...]) -> list[tuple[int, dic
             continue
         seen.add(d["id"])
         video = Path(d["video"]) if Path(d["video"]).is_absolute() else path.parent / d["video"]
-        if not video.is_file():
+        if not video.exists():
             problems.append(f"line {ln}: video not found: {video}")
             continue
         out.append((ln, d, texts, video))
@@ -276,7 +269,7 @@ def load_pairs(root: str | os.PathLike, pairs_file: str | os.PathLike | None = N
             if len(row) < 5 or not row[0].isdigit() or row[-1] not in ("0", "1"):
                 problems.append(f"line {ln}: expected 'fold, pair, first, second, ..., same(0/1)', got {row}")
                 continue
-            a, b = _resolve_video(root, row[2]), _resolve_video(root, row[3])
+            a, b = find_clip(root, row[2]), find_clip(root, row[3])
             if a is None or b is None:
                 problems.append(f"line {ln}: no video {row[2] if a is None else row[3]!r} under {root}")
                 continue

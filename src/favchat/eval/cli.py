@@ -167,7 +167,8 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
     if b in ("dfew", "mafw"):
         folds, what = resolve.emotion_folds(b, args.root, resolve.parse_fold(args.fold), args.labels,
                                             getattr(args, "clips", "auto"))
-        return {"folds": {k: lim(v) for k, v in folds.items()}}, {"data": what, "folds": ", ".join(map(str, folds))}
+        fold_line = {"folds": ", ".join(map(str, folds))} if args.fold else {}
+        return {"folds": {k: lim(v) for k, v in folds.items()}}, {"data": what, **fold_line}
     if b == "captions" or (b == "frames" and args.annotations):
         samples, what = resolve.caption_samples(args.annotations, describe, args.videos_root)
         return {"samples": lim(samples)}, {"data": what}
