@@ -167,7 +167,7 @@ def sets(tmp_path_factory):
     (["dfew", "--root", "MAFW", "--fold", "1"],
      r"expected DFEW's label folder .*MAFW/EmoLabel_DataSplit/test\(single-labeled\)/set_1\.csv.* "
      r"\(it looks like a MAFW folder: it has Labels/single_label\.txt\)"),
-    (["dfew", "--root", "empty", "--fold", "1"], r"empty/EmoLabel_DataSplit/.*it is empty"),
+    (["dfew", "--root", "empty"], r"empty/EmoLabel_DataSplit/.*it is empty"),
     (["dfew", "--root", "DFEW"], r"DFEW as distributed has 5 folds: pass --fold 1\.\.5, or --fold all"),
     (["dfew", "--root", "DFEW", "--fold", "6"], r"fold must be 1\.\.5 or 'all', got '6'"),
     (["mafw", "--root", "DFEW", "--fold", "2"],

@@ -48,9 +48,10 @@ def emotion_folds(name: str, root: str | os.PathLike, fold: int | str | None = N
     folds = list(FOLDS) if fold == "all" else [fold]
     official = dfew.is_dfew(root) if name == "dfew" else mafw.is_mafw(root)
     if labels is None and (official or not _generic_root(root, classes)):
-        if fold is None:
+        if fold is None and official:
             raise BenchmarkError(f"{root}: {name.upper()} as distributed has 5 folds: pass --fold 1..5, or --fold all "
                                  "for the mean over the five folds' test sets (the paper's protocol)")
+        folds = folds if fold is not None else [1]  # not the set's layout: the reader names what is missing
         if name == "dfew":
             out = {k: dfew.load_dfew(root, k, clips) for k in folds}
             return out, f"DFEW as distributed: {dfew.test_dir(root)}/set_k.csv, clips in {dfew.clip_folder(root, clips)}"
