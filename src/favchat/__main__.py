@@ -2,4 +2,5 @@
 
 from favchat.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a test imports every module
+    raise SystemExit(main())
