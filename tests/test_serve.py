@@ -13,6 +13,8 @@ import http.client
 import json
 import os
 import queue
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,7 +32,8 @@ from favchat.data.video import write_video
 from model_helpers import frames
 
 KEY = "test-key-0123456789"
-MODEL = "tiny-serve"
+MODEL = "stage3"  # the served id of runs/demo/stage3/final, the layout docs/serve.md's examples use
+ROOT = Path(__file__).resolve().parents[1]
 MAX_PENDING = 4
 LIMITS = ["--max-video-mb", "0.25", "--max-duration-s", "3", "--max-frames", "40", "--max-side", "128",
           "--max-pending", str(MAX_PENDING), "--max-tokens", "900", "--default-max-tokens", "8"]
@@ -42,12 +45,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def workdir(tmp_path_factory) -> Path:
+    """Where the server and docs/serve.md's examples run: a checkpoint and clips in the demo's layout."""
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(workdir) -> Path:
     import torch
 
     from favchat import FaVChatConfig, FaVChatForConditionalGeneration, FaVChatProcessor
 
-    path = tmp_path_factory.mktemp("tiny-untied")
+    path = workdir / "runs/demo/stage3/final"
     cfg = FaVChatConfig.from_preset("tiny")
     cfg.text_config.tie_word_embeddings = False
     torch.manual_seed(2)
@@ -57,12 +66,12 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> dict[str, Path]:
+def videos(workdir) -> dict[str, Path]:
     """Good FaceSynth clips in the allowed root, and one of each kind of bad video."""
-    base = tmp_path_factory.mktemp("serve-videos")
-    root, outside = base / "videos", base / "outside"
+    root, outside = workdir / "runs/demo/data/videos", workdir / "outside"
     v = {f"clip{i}": write_video(root / f"clip{i}.mp4", render_clip(CLIPS, i).frames, fps=CLIPS.fps)
          for i in range(4)}
+    v["docs"] = write_video(root / "fs-000008.mp4", render_clip(CLIPS, 8).frames, fps=CLIPS.fps)
     v["long"] = write_video(root / "long.mp4", frames(40, 64), fps=10)  # 4 s, 40 frames
     v["many_frames"] = write_video(root / "many.mp4", frames(48, 64), fps=30)  # 1.6 s, 48 frames
     v["big"] = write_video(root / "big.mp4", frames(4, 160), fps=12)  # 160 px a side
@@ -88,15 +97,25 @@ class Server:
     log: Path
 
 
+def docs_blocks(language: str, section: str | None = None) -> list[str]:
+    """docs/serve.md's code blocks in ``language``, in the whole page or in one ``## section``."""
+    text = (ROOT / "docs/serve.md").read_text()
+    if section is not None:
+        text = text.split(f"\n## {section}\n")[1].split("\n## ")[0]
+    return re.findall(rf"^```{language}\n(.*?)^```", text, re.S | re.M)
+
+
 @pytest.fixture(scope="module")
-def server(checkpoint, videos, tmp_path_factory):
-    log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    env = os.environ | {"FAVCHAT_TEST_KEY": KEY}
-    cmd = [sys.executable, "-m", "favchat", "serve", "--model", str(checkpoint), "--host", "127.0.0.1", "--port", "0",
-           "--allowed-root", str(videos["clip0"].parent), "--api-key-env", "FAVCHAT_TEST_KEY", "--model-name", MODEL,
-           *LIMITS]
+def server(checkpoint, videos, workdir):
+    log = workdir / "server.log"
+    env = os.environ | {"FAVCHAT_API_KEY": KEY}
+    # docs/serve.md's command as written, on a free port, with a key and small limits
+    command = shlex.split(docs_blocks("bash")[0])
+    assert command[:2] == ["favchat", "serve"]
+    favchat = Path(sys.executable).with_name("favchat")
+    cmd = [str(favchat), *command[1:], "--port", "0", "--api-key-env", "FAVCHAT_API_KEY", *LIMITS]
     with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=workdir)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
@@ -330,6 +349,21 @@ def test_full_queue_answers_503_and_a_client_that_leaves_stops_its_generation(se
     good_request_works(server, videos)
 
 
+def test_docs_examples_run_as_written(server, workdir):
+    """docs/serve.md's curl and openai-client examples, against the server (its address put in)."""
+    env = os.environ | {"FAVCHAT_API_KEY": KEY}
+    examples = ([["bash", "-euo", "pipefail", "-c", b] for b in docs_blocks("bash", "Calling it")]
+                + [[sys.executable, "-c", b] for b in docs_blocks("python", "Calling it")])
+    # what each prints: health and models; an answer; a stream; an answer, its weights and a streamed follow-up
+    expected = ['"status":"ok"', '"object":"chat.completion"', "data: [DONE]", "'w_g': 0."]
+    assert len(examples) == len(expected)
+    for cmd, shows in zip(examples, expected, strict=True):
+        cmd[-1] = cmd[-1].replace("127.0.0.1:8000", f"{server.host}:{server.port}")
+        run = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and shows in run.stdout, (cmd[-1], run.stdout, run.stderr)
+        assert '"error"' not in run.stdout, (cmd[-1], run.stdout)
+
+
 # ---------------------------------------------------------------------------------------------- the page
 def chromium() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
@@ -355,7 +389,7 @@ def test_web_page_uploads_a_clip_and_streams_answers(server, videos, tmp_path):
             page.fill("#key", KEY)
             page.press("#key", "Tab")  # the key's change event lists the server's videos
             options = page.locator("#pick option")
-            expect(options).to_have_count(1 + 11)  # "—" and the root's video files, but the link that leaves it
+            expect(options).to_have_count(1 + 12)  # "—" and the root's video files, but the link that leaves it
             assert "videos/alias.mp4" in options.all_text_contents() and "videos/link.mp4" not in options.all_text_contents()
             page.set_input_files("#upload", str(videos["clip3"]))
             expect(page.locator("#frames img")).to_have_count(4)
