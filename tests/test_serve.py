@@ -68,7 +68,7 @@ def checkpoint(workdir) -> Path:
 @pytest.fixture(scope="module")
 def videos(workdir) -> dict[str, Path]:
     """Good FaceSynth clips in the allowed root, and one of each kind of bad video."""
-    root, outside = workdir / "runs/demo/data/videos", workdir / "outside"
+    root, outside = workdir / "runs/demo/data/videos", workdir / "outside"  # root: made by the server fixture
     v = {f"clip{i}": write_video(root / f"clip{i}.mp4", render_clip(CLIPS, i).frames, fps=CLIPS.fps)
          for i in range(4)}
     v["docs"] = write_video(root / "fs-000008.mp4", render_clip(CLIPS, 8).frames, fps=CLIPS.fps)
@@ -106,8 +106,9 @@ def docs_blocks(language: str, section: str | None = None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint, videos, workdir):
+def server(checkpoint, workdir, request):
     log = workdir / "server.log"
+    (workdir / "runs/demo/data/videos").mkdir(parents=True, exist_ok=True)  # the allowed root, filled while the server starts
     env = os.environ | {"FAVCHAT_API_KEY": KEY}
     # docs/serve.md's command as written, on a free port, with a key and small limits
     command = shlex.split(docs_blocks("bash")[0])
@@ -118,6 +119,7 @@ def server(checkpoint, videos, workdir):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=workdir)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    request.getfixturevalue("videos")
     try:
         line = lines.get(timeout=120)  # the first line says where it listens
     except queue.Empty:
@@ -404,6 +406,11 @@ def test_web_page_uploads_a_clip_and_streams_answers(server, videos, tmp_path):
             texts = [answers.nth(i).text_content() for i in range(2)]
             chunks = [int(answers.nth(i).get_attribute("data-chunks")) for i in range(2)]
             weights = [page.locator("#conversation li").nth(i).locator(".weights").text_content() for i in range(2)]
+
+            page.select_option("#pick", label="videos/clip1.mp4")  # a video on the server: a new conversation
+            expect(page.locator("#video-info")).to_contain_text("clip1.mp4: 64×64, 16 frames")
+            expect(page.locator("#conversation li")).to_have_count(0)
+            expect(page.locator("#frames img")).to_have_count(4)
         finally:
             browser.close()
     assert all(c > 1 for c in chunks), chunks  # the answers arrived in pieces

@@ -11,6 +11,7 @@ or never starts if it was still waiting.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import os
@@ -170,6 +171,9 @@ class Engine:
         self.processor = FaVChatProcessor.from_pretrained(config.model)
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = FaVChatForConditionalGeneration.from_pretrained(config.model).to(self.device).eval()
+        # The model thread decodes answers with a tokenizer of its own while the event loop's thread tokenizes
+        # prompts: a fast tokenizer is not made to be shared between threads.
+        self._decoder = copy.deepcopy(self.processor.tokenizer)
         eos = self.model.language_model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.context_length = getattr(self.model.config.text_config, "max_position_embeddings", None)
@@ -356,7 +360,7 @@ class Engine:
         # Every request draws from its own seed, so one client's sampling does not depend on another's.
         torch.manual_seed(sampling.seed if sampling.seed is not None else secrets.randbits(63))
         sample = sampling.temperature > 0
-        streamer = _Tokens(self.processor.tokenizer, emit)
+        streamer = _Tokens(self._decoder, emit)
         from transformers import StoppingCriteriaList
 
         ids = self.model.generate(**inputs, video_features=video.features, max_new_tokens=sampling.max_tokens,
