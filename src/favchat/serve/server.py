@@ -149,7 +149,8 @@ def create_app(config: ServeConfig, engine: Engine) -> FastAPI:
 
     @api.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        req = parse_request(await read_body(request, config.max_body_bytes))
+        # Parsing a body with a video in it takes a while: off the event loop, which streams the other answers.
+        req = await asyncio.to_thread(parse_request, await read_body(request, config.max_body_bytes))
         if req.model != config.served_name:
             raise APIError(404, f"no model {req.model!r} here; this server serves {config.served_name!r}",
                            "model_not_found", "model")
@@ -186,8 +187,9 @@ def create_app(config: ServeConfig, engine: Engine) -> FastAPI:
 
     @api.post("/favchat/frames")
     async def frames(request: Request) -> dict[str, Any]:
+        body = await read_body(request, config.max_body_bytes)
         try:
-            url = json.loads(await read_body(request, config.max_body_bytes))["video_url"]["url"]
+            url = (await asyncio.to_thread(json.loads, body))["video_url"]["url"]
         except (ValueError, KeyError, TypeError):
             raise APIError(400, 'the body must be {"video_url": {"url": ...}}', "invalid_request") from None
         with engine.slot():
