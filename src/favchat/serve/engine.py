@@ -107,8 +107,8 @@ class Finish:
 
 @dataclass
 class Job:
-    """One answer in the making. Its events, in order: ("weights", (w_g, w_f)), ("text", piece)...,
-    then ("done", Finish) or ("error", APIError), then ("end", None)."""
+    """One answer in the making. Its events, in order: ("text", piece)..., ("weights", (w_g, w_f)), then
+    ("done", Finish) or ("error", APIError), then ("end", None)."""
 
     id: str
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -353,10 +353,6 @@ class Engine:
         if stop.is_set():  # its client left while it waited
             return Finish(0, "stop")
         inputs = {k: v.to(self.device) for k, v in prompt.inputs.items()}
-        # The adapters' weights for this question (Eq. 6): the prompt-guided levels only, on the cached states.
-        _, weights = self.model.video_tokens(video.features, inputs["question_ids"], inputs["question_mask"])
-        w_g, w_f = weights[0].float().tolist()
-        emit("weights", (w_g, w_f))
         # Every request draws from its own seed, so one client's sampling does not depend on another's.
         torch.manual_seed(sampling.seed if sampling.seed is not None else secrets.randbits(63))
         sample = sampling.temperature > 0
@@ -369,6 +365,11 @@ class Engine:
                                   stopping_criteria=StoppingCriteriaList([_Stop(stop)]))
         n = ids.shape[1]
         self.tokens_generated += n  # written by this thread only
+        if not stop.is_set():
+            # The adapters' weights for this question (Eq. 6): the prompt-guided levels again, on the cached states
+            # (generate does not return them), after the answer so that they do not delay its first token.
+            _, weights = self.model.video_tokens(video.features, inputs["question_ids"], inputs["question_mask"])
+            emit("weights", tuple(weights[0].float().tolist()))
         at_limit = n >= sampling.max_tokens and (n == 0 or int(ids[0, -1]) not in self.eos_ids)
         return Finish(n, "length" if at_limit else "stop")
 

@@ -6,7 +6,7 @@ A request's user content mixes text parts and one video part, in the shape vLLM 
     {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}},
                                  {"type": "text", "text": "What emotion does the person show?"}]}
 
-Every answer carries the extension field ``favchat`` (in the first chunk of a stream): the adapters' weights
+Every answer carries the extension field ``favchat`` (in the last chunk of a stream, with the finish reason): the adapters' weights
 for the question (Eq. 6) and the video's hash and cache state (docs/serve.md).
 """
 

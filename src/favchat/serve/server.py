@@ -229,16 +229,19 @@ async def collect(job: Job) -> tuple[str, Any, tuple[float, float] | None]:
 
 async def events(job: Job, header: Header, video: dict[str, Any], prompt: Prompt,
                  include_usage: bool) -> AsyncIterator[str]:
-    """The job's events as OpenAI chunks: the role (with the ``favchat`` field), the text pieces, the finish
-    reason, the usage when asked, then ``[DONE]``; an error after the first chunk is an ``error`` event."""
+    """The job's events as OpenAI chunks: the role at once (the request is in line), the text pieces, the finish
+    reason with the ``favchat`` field, the usage when asked, then ``[DONE]``; a later error is an ``error``
+    event."""
+    yield header.chunk({"role": "assistant", "content": ""})
+    weights = None
     while (event := await job.events.get())[0] != "end":
         kind, value = event
         if kind == "weights":
-            yield header.chunk({"role": "assistant", "content": ""}, favchat=extension(value, video))
+            weights = value
         elif kind == "text":
             yield header.chunk({"content": value})
         elif kind == "done":
-            yield header.chunk({}, value.reason)
+            yield header.chunk({}, value.reason, favchat=extension(weights, video))
             if include_usage:
                 yield header.chunk(None, usage=usage(prompt.tokens, value.completion_tokens))
             yield "data: [DONE]\n\n"
