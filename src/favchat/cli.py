@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "favchat.demo",
     "favchat.train.cli",
     "favchat.serve.chat",
+    "favchat.serve.cli",
     "favchat.data.synth_cli",
     "favchat.eval.cli",
     "favchat.data.pipeline.cli",
