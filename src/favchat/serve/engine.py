@@ -277,8 +277,17 @@ class Engine:
             blob = await self.fetch(url)
             video, cached = await self.encoded(blob)
             job.ready.set_result({"sha256": blob.sha256, "cached": cached, "face_source": video.face_source})
-            finish = await loop.run_in_executor(self._model_thread, self._generate, video, prompt, sampling,
-                                                job.stop, emit)
+            work = self._model_thread.submit(self._generate, video, prompt, sampling, job.stop, emit)
+            try:
+                finish = await asyncio.shield(asyncio.wrap_future(work))
+            except asyncio.CancelledError:
+                # Its client left. A generation under way stops at its next token (job.stop is set); the request
+                # stays counted in `pending` until then, so the count never hides work the model is still doing.
+                if not work.cancel():
+                    running = asyncio.wrap_future(work)
+                    await asyncio.wait([running])
+                    running.exception()  # retrieved: the client that would have read it is gone
+                raise
             if job.stop.is_set():  # its client left during the last token
                 self.counts["cancelled"] += 1
             else:
