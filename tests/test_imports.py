@@ -13,9 +13,8 @@ import importlib.metadata
 import pkgutil
 import re
 import sys
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 import favchat
 
