@@ -61,16 +61,16 @@ class Data:
     train: np.ndarray  # (N,) bool
 
 
-def demo_plan(out: Path):
-    """The demo recipe's FaceSynth config and its processor (what ``favchat demo`` trains with)."""
-    from favchat.demo import load_demo_config
+def demo_plan():
+    """The demo recipe's FaceSynth config and its video processor (what ``favchat demo`` trains with)."""
+    from favchat.demo import load_recipe
     from favchat.model.configuration import FaVChatConfig
     from favchat.model.processing import FaVChatProcessor
 
-    plan = load_demo_config(quick=False).runs(out)
-    model = plan.stages[min(plan.stages)].model
+    recipe = load_recipe()
+    model = recipe.face_pretrain.model  # the recipe's runs share one model (YAML anchors)
     processor = FaVChatProcessor.from_config(FaVChatConfig.from_preset(model.preset, **model.overrides))
-    return plan.synth, processor
+    return recipe.synth, processor.video_processor
 
 
 def load(manifest: Path, processor, labels: dict[str, tuple[str, ...]]) -> tuple[Data, dict[str, int]]:
@@ -239,7 +239,7 @@ def main() -> None:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    synth, processor = demo_plan(out)
+    synth, processor = demo_plan()
     # One clip per identity: the same pixels as the demo's clips, but the held-out figures count n/5 faces
     synth = replace(synth, clips_per_identity=1)
     print(f"the demo's clips: {synth}")
