@@ -17,7 +17,7 @@ import yaml
 
 from favchat.cli import main
 from favchat.data.manifest import read_manifest
-from favchat.demo import EvalSection, evaluate_facesynth
+from favchat.demo import EvalSection, evaluate_facesynth, render_report
 from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct, blind_answers
 
 
@@ -70,6 +70,11 @@ def test_demo_quick_writes_the_report(quick_demo, tmp_path):
     assert type(AutoModel.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatForConditionalGeneration"
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
     assert "Facial encoder pretraining" in printed and "| blind baseline |" in printed
+    # test clips ask every question in a seen and an unseen wording: the report sets them side by side
+    by_wording = m["accuracy_by_wording"]
+    assert set(by_wording) == {"seen", "unseen"} and by_wording["seen"]["all"]["n"] == by_wording["unseen"]["all"]["n"]
+    assert by_wording["seen"]["all"]["n"] + by_wording["unseen"]["all"]["n"] == m["accuracy"]["all"]["n"]
+    assert "| question type | seen wordings | unseen wordings |" in printed
 
     # A recipe is tuned on the val split, never on test: the same evaluation reads the other held-out clips.
     val = evaluate_facesynth(out / "stage3" / "final", out / "data" / "manifest.jsonl", tmp_path / "val_eval",
@@ -79,6 +84,7 @@ def test_demo_quick_writes_the_report(quick_demo, tmp_path):
     splits = {c.id: c.split for c in read_manifest(out / "data" / "manifest.jsonl")}
     assert val["split"] == "val" and val["clips"] == len(asked) == 3
     assert {splits[c] for c in asked} == {"val"}
+    assert set(val["accuracy_by_wording"]) == {"seen"}  # val clips carry only wordings training uses
 
 
 def test_demo_rejects_a_bad_recipe(tmp_path, capsys):
@@ -108,6 +114,18 @@ def test_demo_rejects_a_bad_recipe(tmp_path, capsys):
 )
 def test_answer_correct(qa_type, reference, prediction, correct):
     assert answer_correct(qa_type, reference, prediction) is correct
+
+
+def test_the_report_sets_seen_and_unseen_wordings_side_by_side():
+    acc = {"emotion": {"accuracy": 0.75, "n": 4}, "all": {"accuracy": 0.75, "n": 4}}
+    m = {"checkpoint": "c", "split": "test", "clips": 2, "accuracy": acc, "blind_baseline": acc, "captions": {},
+         "accuracy_by_wording": {"seen": {"emotion": {"accuracy": 1.0, "n": 2}, "all": {"accuracy": 1.0, "n": 2}},
+                                 "unseen": {"emotion": {"accuracy": 0.5, "n": 2}, "all": {"accuracy": 0.5, "n": 2}}},
+         "example": {"video": "v", "clip": "c0", "ground_truth": {}, "question": "q", "answer": "a"}, "timings": {}}
+    text = render_report(m)
+    assert "| emotion | 100.0% | 50.0% | -50.0 pts | 2 |" in text and "| all | 100.0% | 50.0% | -50.0 pts | 2 |" in text
+    del m["accuracy_by_wording"]["unseen"]
+    assert "unseen wordings" not in render_report(m)
 
 
 def test_accuracy_by_type_counts_only_scored_types():

@@ -80,7 +80,7 @@ def test_eval_manifest_route_writes_report_and_resumes(facesynth, tmp_path, open
 
 def test_eval_rejects_predictions_for_unknown_ids(facesynth, tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
-    write_predictions(facesynth, preds, extra=["fs-999999", "fs-000008#qa9"])
+    write_predictions(facesynth, preds, extra=["fs-999999", "fs-000008#qa99"])
     rc = main(["eval", "manifest", "--manifest", str(facesynth), "--predictions", str(preds), "--out", str(tmp_path / "o"),
                "--judge.enabled", "false"])
     err = capsys.readouterr().err

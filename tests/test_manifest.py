@@ -17,7 +17,8 @@ from favchat.data.manifest import QA, Clip, Event, ManifestError, ManifestWriter
 def _clip(i: int, video: str = "v.mp4") -> Clip:
     return Clip(id=f"c{i}", video=video, frame_range=(0, 16), fps=12.0, source="test", split="val",
                 labels={"appearance": ["black_hair"], "action": ["nod"], "emotion": ["happy"]}, summary="s",
-                qa=[QA("q?", "a.", "yesno")], events=[Event("nod", 2, 9)], identity="p1", meta={"k": 1})
+                qa=[QA("q?", "a.", "yesno"), QA("r?", "b.", "yesno", "unseen")], events=[Event("nod", 2, 9)],
+                identity="p1", meta={"k": 1})
 
 
 def _line(**over) -> str:
@@ -33,6 +34,9 @@ def test_round_trip_and_video_resolution(tmp_path: Path):
     assert [c.id for c in clips] == ["c0", "c1"]
     assert clips[0] == _clip(0) and clips[0].video_path == tmp_path / "v.mp4"
     assert read_manifest(tmp_path / "m.jsonl", split="train") == []
+    # a QA pair's wording is written only where a writer knows it
+    assert [set(q) for q in json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])["qa"]] == [
+        {"question", "answer", "type"}, {"question", "answer", "type", "wording"}]
 
 
 @pytest.mark.parametrize("bad_line, field, words", [
@@ -43,6 +47,7 @@ def test_round_trip_and_video_resolution(tmp_path: Path):
     (_line(split="dev"), "split", "must be one of"),
     (_line(frame_range=[5, 2]), "frame_range", "start < end"),
     (_line(qa=[{"question": "q"}]), "qa[0]", "'question' and 'answer'"),
+    (_line(qa=[{"question": "q", "answer": "a", "wording": "heard"}]), "qa[0].wording", "must be one of"),
     (_line(events=[{"label": "nod", "start": 4, "end": 1}]), "events", "end: int > start"),
 ])
 def test_reader_names_line_and_field(tmp_path: Path, bad_line: str, field: str, words: str):

@@ -12,9 +12,21 @@ import pytest
 from favchat.cli import main as cli_main
 from favchat.data.manifest import QA_TYPES, read_manifest
 from favchat.data.synth import RENDERED, RENDERED_LABELS, SynthConfig, generate, render_clip
-from favchat.data.synth.events import ACTIONS, COMPATIBLE, EMOTIONS, EXPRESSIONS, EYE_ACTIONS, LINKED_ACTION
+from favchat.data.synth.events import (
+    ACTIONS,
+    COMPATIBLE,
+    EMOTIONS,
+    EXPRESSIONS,
+    EYE_ACTIONS,
+    LINKED_ACTION,
+    MIN_SAMPLED_FRAMES,
+    _envelope,
+    full_strength_frames,
+    sample_script,
+)
+from favchat.data.synth.generate import FACESYNTH_VERSION, get_identity
 from favchat.data.taxonomy import BY_NAME, GROUPS, contradicts, mentioned_labels
-from favchat.data.video import probe, read_all_frames
+from favchat.data.video import probe, read_all_frames, sample_indices
 
 SMALL = SynthConfig(seed=11, min_frames=16, max_frames=20, min_size=64, max_size=80)
 
@@ -69,6 +81,26 @@ def test_labels_text_and_events_are_consistent():
     assert len(seen_labels) >= 30
 
 
+def test_every_action_is_held_in_the_frames_a_model_samples():
+    """An event holds its full strength long enough that every uniform sampling of 8 or more frames (what the
+    processor does) lands on it; an event that cannot be that long is not scripted, so not labelled."""
+    # The bound, for every clip length, sampling and event position.
+    for n in range(16, 65):
+        held = full_strength_frames(n)
+        for k in (MIN_SAMPLED_FRAMES, 12, 16, 32):
+            idx = set(sample_indices(n, k))
+            assert all(idx & set(range(s, s + held)) for s in range(n - held + 1)), (n, k)
+    # The scripts: every free event of 600 scripts shows at full strength in the 8 frames a model samples.
+    ident = get_identity(SMALL, 0)
+    for i in range(600):
+        rng = np.random.default_rng(i)
+        n = int(rng.integers(16, 49))
+        script = sample_script(rng, ident, n)
+        idx = sample_indices(n, MIN_SAMPLED_FRAMES)
+        for ev in script.events:
+            assert any(_envelope(t, ev) == 1.0 for t in idx), (n, ev)
+
+
 def test_forced_scripts_and_refusals():
     r = render_clip(SMALL, 3, emotion="anger", actions=("nod",))
     assert r.clip.labels["emotion"] == ["anger"] and set(r.clip.labels["action"]) == {"nod", "frown"}
@@ -97,6 +129,22 @@ def test_generate_writes_videos_and_a_resumable_manifest(tmp_path: Path):
     lines = path.read_text().splitlines()
     generate(cfg, 12, tmp_path, workers=1, progress=False)  # rerun: nothing new
     assert path.read_text().splitlines() == lines
+
+
+def test_the_manifest_records_the_version_and_never_mixes_two(tmp_path: Path):
+    cfg = SynthConfig(seed=1, min_frames=16, max_frames=16, min_size=64, max_size=64)
+    path = generate(cfg, 2, tmp_path / "v2", progress=False)
+    assert FACESYNTH_VERSION == 2
+    assert [c.meta["facesynth_version"] for c in read_manifest(path)] == [2, 2]
+    # a manifest of version 1 (whose clips carry no version) gets no clips of version 2 added
+    old = json.loads(path.read_text().splitlines()[0])
+    del old["meta"]["facesynth_version"]
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "manifest.jsonl").write_text(json.dumps(old) + "\n")
+    with pytest.raises(ValueError, match="version 1 clip; this is version 2"):
+        generate(cfg, 2, v1, progress=False)
+    assert (v1 / "manifest.jsonl").read_text() == json.dumps(old) + "\n" and not (v1 / "videos").exists()
 
 
 def test_the_same_seed_writes_the_same_files(tmp_path: Path):

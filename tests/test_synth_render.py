@@ -130,6 +130,28 @@ def test_hair_colour_label_matches_hair_pixels():
     assert seen == set(HAIR)
 
 
+def test_wavy_hair_shows_at_64_px():
+    """Wavy hair changes the pixels of a 64 px frame, the size the demo's model reads: the crown's outline and the
+    strands snake, and long hair's sides ripple (version 1 drew a 0.7-pixel ripple that the probe of
+    benchmarks/bench_synth_visibility.py could not read)."""
+    from dataclasses import replace
+
+    from favchat.data.synth.render import FaceState, Renderer, make_scene
+
+    cfg = SynthConfig(seed=0)
+    changed = []
+    for j in range(40):
+        ident = get_identity(cfg, j)
+        if ident.bald or (ident.hat and not ident.long_hair):  # FaceSynth draws no waves under a hat
+            continue
+        scene = replace(make_scene(np.random.default_rng(j), 64), noise=0.0)  # differences are the hair's alone
+        straight, wavy = (Renderer(replace(ident, wavy_hair=w), scene, np.random.default_rng(0)).render(FaceState())
+                          for w in (False, True))
+        changed.append(int((np.abs(wavy.astype(int) - straight.astype(int)).max(-1) > 25).sum()))
+    # pixels (of 4,096) that change by more than 25 grey levels: version 1 changed a median of 28, at least 0
+    assert np.median(changed) >= 80 and min(changed) >= 40, changed
+
+
 def _lip_line(frame: np.ndarray, mouth: tuple[float, ...]) -> np.ndarray:
     """Row of the darkest pixel in each column across the mouth (the lip parting line).  (columns,)"""
     x, y, w = mouth

@@ -276,7 +276,7 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
                        progress: bool = True) -> dict[str, Any]:
     """Held-out QA accuracy per group and description CIDEr / ROUGE-L, plus one example answer, on the
     ``ecfg.split`` clips (test by default; val to tune a recipe without touching test)."""
-    from favchat.data.manifest import read_manifest
+    from favchat.data.manifest import WORDINGS, read_manifest
     from favchat.eval import metrics
     from favchat.eval.predict import ModelPredictor, Request, VideoRef, predict
     from favchat.eval.qa_accuracy import SCORED_TYPES, QAItem, accuracy_by_type, blind_answers
@@ -291,11 +291,16 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
         for k, qa in enumerate(c.qa):
             if qa.type in SCORED_TYPES or qa.type == "description":
                 rid = f"{c.id}#qa{k}"
-                requests.append(Request(rid, video, qa.question, {"type": qa.type, "reference": qa.answer}))
+                requests.append(Request(rid, video, qa.question, {"type": qa.type, "reference": qa.answer,
+                                                                  "wording": qa.wording}))
     preds = predict(predictor, requests, out / "predictions.jsonl", desc="test QA", progress=progress)
     items = [QAItem(r.id, r.extra["type"], r.question, r.extra["reference"], preds[r.id]["answer"])
              for r in requests if r.extra["type"] in SCORED_TYPES]
     acc = accuracy_by_type(items)
+    # Test clips ask each question in a wording training uses and in one it never sees (favchat.data.questions)
+    wording = {r.id: r.extra["wording"] for r in requests}
+    by_wording = {w: accuracy_by_type(it for it in items if wording[it.id] == w) for w in WORDINGS
+                  if any(wording[it.id] == w for it in items)}
     by_question, by_type = blind_answers(read_manifest(manifest, split="train"))
     blind = accuracy_by_type(QAItem(it.id, it.type, it.question, it.reference,
                                     by_question.get(it.question, by_type.get(it.type, ""))) for it in items)
@@ -308,8 +313,8 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     example = {"clip": example_clip.id, "video": str(example_clip.video_path), "question": question,
                "answer": predictor(VideoRef(example_clip.video_path, example_clip.frame_range), question),
                "ground_truth": example_clip.labels}
-    return {"split": ecfg.split, "clips": len(clips), "accuracy": acc, "blind_baseline": blind,
-            "captions": captions, "example": example}
+    return {"split": ecfg.split, "clips": len(clips), "accuracy": acc, "accuracy_by_wording": by_wording,
+            "blind_baseline": blind, "captions": captions, "example": example}
 
 
 def render_report(m: dict[str, Any]) -> str:
@@ -321,6 +326,18 @@ def render_report(m: dict[str, Any]) -> str:
              "| question type | accuracy | blind baseline | n |", "|---|---|---|---|"]
     for t, v in m["accuracy"].items():
         lines.append(f"| {t} | {100 * v['accuracy']:.1f}% | {100 * m['blind_baseline'][t]['accuracy']:.1f}% | {v['n']} |")
+    wordings = m.get("accuracy_by_wording", {})
+    if "unseen" in wordings:
+        seen, unseen = wordings.get("seen", {}), wordings["unseen"]
+        lines += ["", "### Seen and unseen wordings", "",
+                  "Each test question is asked twice: in a wording training uses and in one it never sees "
+                  "(docs/facesynth.md, \"Question wording\").", "",
+                  "| question type | seen wordings | unseen wordings | unseen - seen | n (each) |", "|---|---|---|---|---|"]
+        for t, u in unseen.items():
+            t_seen = seen.get(t)
+            cells = (f"{100 * t_seen['accuracy']:.1f}% | {100 * u['accuracy']:.1f}% | "
+                     f"{100 * (u['accuracy'] - t_seen['accuracy']):+.1f} pts") if t_seen else f"- | {100 * u['accuracy']:.1f}% | -"
+            lines.append(f"| {t} | {cells} | {u['n']} |")
     if m["captions"]:
         c = m["captions"]
         lines += ["", "## Descriptions", "", "| CIDEr | ROUGE-L | n |", "|---|---|---|",

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 QA_TYPES = ("attribute", "action", "emotion", "temporal", "yesno", "description")
+WORDINGS = ("seen", "unseen")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class QA:
     question: str
     answer: str
     type: str = "description"
+    # "seen": a question frame training uses; "unseen": one held out for test clips (favchat.data.questions)
+    wording: str | None = None
 
 
 @dataclass
@@ -76,6 +79,9 @@ class Clip:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("root")
+        for q in d["qa"]:
+            if q["wording"] is None:  # only written where a writer knows it
+                del q["wording"]
         if d["frame_range"] is not None:
             d["frame_range"] = list(d["frame_range"])
         return d
@@ -140,6 +146,8 @@ def _check(d: Any, check_video: bool, root: Path) -> tuple[Clip | None, list[tup
             errs.append((f"qa[{i}]", "needs string fields 'question' and 'answer'"))
         elif q.get("type", "description") not in QA_TYPES:
             errs.append((f"qa[{i}].type", f"must be one of {QA_TYPES}, got {q.get('type')!r}"))
+        elif q.get("wording") not in (None, *WORDINGS):
+            errs.append((f"qa[{i}].wording", f"must be one of {WORDINGS}, got {q.get('wording')!r}"))
     events = d.get("events", [])
     if not isinstance(events, list) or not all(
         isinstance(e, dict) and e.get("label") in BY_NAME and isinstance(e.get("start"), int)
@@ -152,7 +160,7 @@ def _check(d: Any, check_video: bool, root: Path) -> tuple[Clip | None, list[tup
         id=d["id"], video=d["video"], frame_range=tuple(fr) if fr else None, fps=d.get("fps"),
         source=d.get("source", "unknown"), split=d.get("split", "train"),
         labels={g: list(labels.get(g, [])) for g in GROUPS}, summary=d.get("summary"),
-        qa=[QA(q["question"], q["answer"], q.get("type", "description")) for q in qa],
+        qa=[QA(q["question"], q["answer"], q.get("type", "description"), q.get("wording")) for q in qa],
         events=[Event(e["label"], e["start"], e["end"]) for e in events], identity=d.get("identity"),
         meta=d.get("meta", {}) or {}, root=root,
     )

@@ -3,7 +3,8 @@
 Two backends:
 - ``template`` (the default, offline, free): a summary written from the feature dictionary by rules,
   and 4 QA pairs (attribute, action, emotion, and a yes/no question that is a true negative for half
-  the clips);
+  the clips), worded by ``favchat.data.questions`` with a generator seeded by the clip id: seen wordings,
+  and on a ``test`` split each question a second time in an unseen wording;
 - ``api``: any OpenAI-compatible chat endpoint through ``favchat.chat_api.ChatClient`` (disk cache, so
   a rerun never pays twice; retries with backoff on timeouts/429/5xx; concurrency limit; token and
   cost accounting). The summary request carries the clip's frames (every 16th, as data URLs) and the
@@ -25,9 +26,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from favchat import prompts
 from favchat.chat_api import ChatAPIConfig, ChatAPIError, ChatClient, Messages, image_data_url
 from favchat.data.manifest import QA, QA_TYPES
+from favchat.data.questions import HE, KINDS, NEUTRAL_SUBJECTS, ask
 from favchat.data.taxonomy import BY_NAME, LABELS_BY_GROUP, contradicts, features_to_text, mentioned_labels
 from favchat.data.video import VideoDecodeError
 
@@ -65,6 +69,7 @@ class ClipJob:
     fps: float
     features: dict[str, list[str]]  # the feature dictionary (group -> labels)
     events: list[dict[str, Any]] = field(default_factory=list)  # timed labels {label, start, end} (imported sets)
+    split: str = "train"  # test clips get each template question in a seen and an unseen wording
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,32 +186,42 @@ def template_summary(job: ClipJob) -> str:
 
 
 def template_qa(job: ClipJob, summary: str, num_qa: int) -> list[QA]:
+    """``num_qa`` questions (attribute, action, emotion, yes/no, then descriptions), each in a seen wording, and
+    on a test clip a second time in an unseen one; all drawn with a generator seeded by the clip id."""
     f = job.features
+    h = int(hashlib.sha1(job.id.encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(h)
     subject, looks = _appearance(f)
     acts = [BY_NAME[n].phrase for n in f.get("action", [])]
-    qa = [
-        QA("What does the person look like?",
-           f"It is {subject}" + (f" with {_join(looks)}." if looks else "."), "attribute"),
-        QA("What does the person do during the clip?",
-           f"The person {_join(acts)}." if acts else "The person shows no distinct facial action.", "action"),
-        QA("What emotion does the face show?", f"The face looks {_emotion_text(job)}." if f.get("emotion") else
-           "No clear emotion shows on the face.", "emotion"),
+    asks: list[tuple[str, str | None, str]] = [  # (question kind, label a yes/no asks about, answer)
+        ("appearance", None, f"It is {subject}" + (f" with {_join(looks)}." if looks else ".")),
+        ("actions", None, f"The person {_join(acts)}." if acts else "The person shows no distinct facial action."),
+        ("emotion", None, f"The face looks {_emotion_text(job)}." if f.get("emotion") else
+         "No clear emotion shows on the face."),
     ]
     # A yes/no question, a true negative for about half the clips (chosen by the clip id, so reruns agree).
-    h = int(hashlib.sha1(job.id.encode()).hexdigest()[:8], 16)
     have = f.get("appearance", [])
     if have:
         lab = have[h % len(have)]
         partners = [n for n in LABELS_BY_GROUP["appearance"] if contradicts(lab, n)]
         if partners and h % 2:
-            other = partners[(h // 2) % len(partners)]
-            qa.append(QA(f"Does the person have {BY_NAME[other].phrase}?",
-                         f"No, the person has {BY_NAME[lab].phrase}.", "yesno"))
+            asks.append(("yesno", partners[(h // 2) % len(partners)], f"No, the person has {BY_NAME[lab].phrase}."))
         else:
-            qa.append(QA(f"Does the person have {BY_NAME[lab].phrase}?", "Yes.", "yesno"))
-    qa.append(QA("Describe the clip.", summary, "description"))
-    return qa[:num_qa] if len(qa) >= num_qa else qa + [QA(f"Describe the clip ({i + 1}).", summary, "description")
-                                                       for i in range(num_qa - len(qa))]
+            asks.append(("yesno", lab, "Yes."))
+    asks += [("description", None, summary)] * max(1, num_qa - len(asks))
+    # The person is "he" only where the features say so; the template never guesses "she".
+    subjects = NEUTRAL_SUBJECTS + ((HE,) if "male" in have else ())
+    wordings = ("seen", "unseen") if job.split == "test" else ("seen",)
+    out: list[QA] = []
+    for kind, label, answer in asks[:num_qa]:
+        for w in wordings:
+            taken = {q.question for q in out}
+            for _ in range(100):  # padding descriptions: a wording of their own while the frames last
+                question = ask(kind, w, rng, label, subjects=subjects)
+                if question not in taken:
+                    break
+            out.append(QA(question, answer, KINDS[kind], w))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

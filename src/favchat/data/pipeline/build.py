@@ -245,9 +245,10 @@ def run_video_stages(cfg: PipelineConfig, items: list[VideoItem] | None, state: 
                                   "features": scores_to_features(scores, model.cfg.threshold)})
 
 
-def _job(c: dict[str, Any], extracted: dict[str, Any]) -> ClipJob:
+def _job(c: dict[str, Any], extracted: dict[str, Any], split: str) -> ClipJob:
+    """A clip's writer job; an imported set's clip keeps its own split (write_manifest does too)."""
     return ClipJob(c["id"], c["source_video"], tuple(c["frame_range"]), c["fps"], extracted["features"],
-                   extracted.get("events", []))
+                   extracted.get("events", []), extracted.get("split", split))
 
 
 def run_text_stages(cfg: PipelineConfig, state: State, stages: tuple[str, ...] = ("summary", "qa")) -> Annotator:
@@ -261,13 +262,15 @@ def run_text_stages(cfg: PipelineConfig, state: State, stages: tuple[str, ...] =
     api_key = {"backend": acfg.backend, **({"base_url": acfg.api.base_url, "model": acfg.api.model,
                                              "temperature": acfg.api.temperature} if acfg.backend == "api" else {})}
     for stage in stages:
-        state.check_config(stage, {**api_key, "num_qa": acfg.num_qa} if stage == "qa" else
+        # the template's questions depend on the split (test clips get unseen wordings too)
+        qa_key = {"num_qa": acfg.num_qa} | ({"split": cfg.split} if acfg.backend == "template" else {})
+        state.check_config(stage, {**api_key, **qa_key} if stage == "qa" else
                            {**api_key, "min_summary_words": acfg.min_summary_words, "max_frames": acfg.max_frames,
                             "frame_side": acfg.frame_side, "check_contradictions": acfg.check_contradictions})
     ann = Annotator(acfg)
     clips = {c["id"]: c for c in state.clips()}
     if "summary" in stages:
-        jobs = [_job(clips[i], r) for i, r in sorted(state.records["extract"].items())
+        jobs = [_job(clips[i], r, cfg.split) for i, r in sorted(state.records["extract"].items())
                 if i not in state.records["summary"]]
         bar = tqdm(total=len(jobs), desc="summaries", unit="clip", disable=not cfg.progress)
         for job, res in ann.run(jobs, ann.summarize):
@@ -278,7 +281,7 @@ def run_text_stages(cfg: PipelineConfig, state: State, stages: tuple[str, ...] =
             state.add("summary", {"id": job.id, "summary": res})
         bar.close()
     if "qa" in stages:
-        jobs = [(_job(clips[i], state.records["extract"][i]), r["summary"])
+        jobs = [(_job(clips[i], state.records["extract"][i], cfg.split), r["summary"])
                 for i, r in sorted(state.records["summary"].items()) if i not in state.records["qa"]]
         bar = tqdm(total=len(jobs), desc="QA pairs", unit="clip", disable=not cfg.progress)
         for (job, _), res in ann.run(jobs, lambda js: ann.qa(*js)):

@@ -6,6 +6,11 @@ person does not laugh) and the face (eye actions are not scripted behind sunglas
 would show them). Two actions are tied to emotions because the expression *is* the action: a happy
 face smiles, an angry or disgusted face frowns (brows pulled down and together); they span the
 emotion's own event.
+
+Every action is held at full strength long enough that any uniform sampling of ``MIN_SAMPLED_FRAMES`` or
+more frames (``favchat.data.video.sample_indices``, what the model's processor does) catches it at full
+strength at least once (``full_strength_frames``); an event that cannot get that long in what is left of
+the clip is not scripted, so no label names what the sampled frames cannot show.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ COMPATIBLE: dict[str, tuple[str, ...]] = {
     "disgust": ("close_eyes", "squint", "talk", "pout", "shake_head", "turn"),
     "fear": ("close_eyes", "talk", "shake_head", "turn", "look_around"),
 }
-# (min, max) event length in frames at 12 fps.
+# Models read at least this many frames of a clip, spread uniformly (the presets' num_general_frames).
+MIN_SAMPLED_FRAMES = 8
+# (min, max) event length in frames at 12 fps, before full_strength_frames lengthens the short ones.
 DURATION: dict[str, tuple[int, int]] = {
     "close_eyes": (3, 7), "wink": (4, 6), "squint": (5, 9), "talk": (8, 16), "laugh": (8, 14),
     "yawn": (10, 16), "pout": (6, 10), "nod": (8, 12), "shake_head": (8, 12), "turn": (8, 14),
@@ -85,6 +92,13 @@ class Script:
         return sorted(out, key=lambda e: (e.start, e.end, e.label))
 
 
+def full_strength_frames(n_frames: int, min_sampled: int = MIN_SAMPLED_FRAMES) -> int:
+    """Frames an event must hold at full strength so that every uniform sampling of ``min_sampled`` or more
+    of the clip's ``n_frames`` frames lands on one of them: consecutive samples are at most
+    ceil(n / k) apart, and the first and last lie within n / 2k of the clip's ends."""
+    return max(-(-n_frames // min_sampled), n_frames // (2 * min_sampled) + 1)
+
+
 def sample_script(rng: np.random.Generator, ident: Identity, n_frames: int, emotion: str | None = None,
                   actions: tuple[str, ...] | None = None, emotion_start: int | None = None) -> Script:
     """A random script for a clip of ``n_frames``; ``emotion`` / ``actions`` / ``emotion_start`` force a
@@ -108,11 +122,13 @@ def sample_script(rng: np.random.Generator, ident: Identity, n_frames: int, emot
         emotion_start = 0
     if not 0 <= emotion_start < n_frames:
         raise ValueError(f"emotion_start must be in [0, {n_frames}), got {emotion_start}")
-    # Place events one after another with random gaps; drop those that do not fit.
+    # Place events one after another with random gaps; drop those that do not fit. An event ramps up over
+    # its first frame and down over its last (_envelope), so its full strength lasts its length minus 2.
     events: list[Event] = []
     t = int(rng.integers(0, 3))
+    need = full_strength_frames(n_frames) + 2
     for a in actions:
-        lo, hi = DURATION[a]
+        lo, hi = max(DURATION[a][0], need), max(DURATION[a][1], need)
         room = n_frames - t
         if room < lo:
             break

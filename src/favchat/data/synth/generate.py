@@ -9,18 +9,23 @@ split train/val/test in blocks of ten (8/1/1), so val and test faces never appea
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from favchat.data.manifest import SPLITS, Clip, ManifestWriter
+from favchat.data.manifest import SPLITS, Clip, ManifestWriter, iter_lines
 from favchat.data.synth.events import Script, face_states, sample_script
 from favchat.data.synth.identity import Identity, sample_identity
 from favchat.data.synth.render import Renderer, make_scene
 from favchat.data.synth.text import make_qa, summarise
 from favchat.data.taxonomy import GROUPS, LABELS_BY_GROUP
+
+# The benchmark's version: what a clip of a given seed and index looks like and says. Raised whenever that
+# changes (docs/facesynth.md, "Versions"); a manifest never mixes versions.
+FACESYNTH_VERSION = 2
 
 # Within each block of ten identities: which split each position goes to (8 train, 1 val, 1 test).
 # val and test come early so that even a handful of identities covers all three splits.
@@ -122,13 +127,16 @@ def render_clip(cfg: SynthConfig, i: int, emotion: str | None = None, actions: t
     free = list(script.events)
     summary = summarise(labels, free, script.emotion_start, n_frames, text_rng)
     all_events = script.all_events()
-    qa = make_qa(labels, free, all_events, n_frames, cfg.fps, summary, text_rng)
+    split = split_of_identity(j)
+    # Held-out wordings only on test clips, each next to a seen wording of the same question.
+    wordings = ("seen", "unseen") if split == "test" else ("seen",)
+    qa = make_qa(labels, free, all_events, n_frames, cfg.fps, summary, text_rng, wordings)
     cid = clip_id(i)
     clip = Clip(
         id=cid, video=f"videos/{cid}.mp4", frame_range=(0, n_frames), fps=cfg.fps, source="facesynth",
-        split=split_of_identity(j), labels=labels, summary=summary, qa=qa, events=all_events, identity=ident.name,
-        meta={"size": size, "seed": cfg.seed, "index": i, "emotion_start": script.emotion_start,
-              "wink_side": ["left", "right"][script.wink_side]},
+        split=split, labels=labels, summary=summary, qa=qa, events=all_events, identity=ident.name,
+        meta={"facesynth_version": FACESYNTH_VERSION, "size": size, "seed": cfg.seed, "index": i,
+              "emotion_start": script.emotion_start, "wink_side": ["left", "right"][script.wink_side]},
     )
     return Rendered(clip, frames, script, ident, [renderer.landmarks(st, o) for st, o in zip(states, offs, strict=True)])
 
@@ -157,6 +165,7 @@ def generate(cfg: SynthConfig, n: int, out: str | Path, workers: int = 1, progre
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "manifest.jsonl"
+    _check_version(path)
     with ManifestWriter(path) as writer:
         todo = [i for i in range(n) if clip_id(i) not in writer]
         jobs = [(cfg, i, str(out)) for i in todo]
@@ -175,6 +184,21 @@ def generate(cfg: SynthConfig, n: int, out: str | Path, workers: int = 1, progre
                     bar.update()
         bar.close()
     return path
+
+
+def _check_version(path: Path) -> None:
+    """Refuse to add clips to a manifest of another FaceSynth version (clips before version 2 carry none)."""
+    if not path.exists():
+        return
+    for ln, line in iter_lines(path):
+        try:
+            version = json.loads(line).get("meta", {}).get("facesynth_version", 1)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # the manifest's reader reports malformed lines
+        if version != FACESYNTH_VERSION:
+            raise ValueError(f"{path}:{ln} is a FaceSynth version {version} clip; this is version "
+                             f"{FACESYNTH_VERSION}, whose clips differ (docs/facesynth.md): use a new output folder")
+        return
 
 
 def split_counts(clips: list[Clip]) -> dict[str, int]:

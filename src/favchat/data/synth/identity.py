@@ -113,6 +113,7 @@ def sample_identity(rng: np.random.Generator, name: str) -> Identity:
     wavy = (not bald) and rng.random() < 0.3
     hat = rng.random() < 0.15
     bangs = (not bald) and (not hat) and rng.random() < 0.3
+    wavy = wavy and (long_hair or not hat)  # a hat hides the crown's waves; long hair's sides still show them
     g = rng.random()
     glasses = "eyeglasses" if g < 0.22 else "sunglasses" if g < 0.34 else None
     beard = str(rng.choice(BEARDS, p=[0.5, 0.1, 0.08, 0.07, 0.12, 0.13]))

@@ -118,6 +118,14 @@ def _arc(cx: float, cy: float, rx: float, ry: float, t0: float, t1: float, n: in
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)  # (n, 2)
 
 
+def _wavy(points: np.ndarray, amp: float, waves: float) -> np.ndarray:
+    """A polyline (n, 2) displaced along its normals by a sine of ``waves`` periods and amplitude ``amp``."""
+    step = np.gradient(points, axis=0)  # (n, 2)
+    normal = np.stack([-step[:, 1], step[:, 0]], 1) / np.linalg.norm(step, axis=1, keepdims=True)
+    t = np.linspace(0.0, 1.0, len(points))
+    return points + normal * (amp * np.sin(2 * np.pi * waves * t))[:, None]
+
+
 def _dark(col, f: float) -> tuple[float, float, float]:
     return tuple(float(c) * f for c in col)  # type: ignore[return-value]
 
@@ -173,9 +181,12 @@ class Renderer:
         # Body: shoulders, neck; long hair falls behind the head onto the shoulders.
         _ellipse(img, (cx, cy + b * 2.25), (a * 2.3, b * 1.0), 0, ident.shirt)
         if ident.long_hair and not ident.bald:
-            pts = np.concatenate([_arc(cx, cy - b * 0.1, a * 1.2, b * 1.02, np.pi, 2 * np.pi),
-                                  [[cx + a * 1.35, cy + b * 1.55], [cx - a * 1.35, cy + b * 1.55]]])
-            _fill(img, pts, _dark(hair, 0.85))
+            top = _arc(cx, cy - b * 0.1, a * 1.2, b * 1.02, np.pi, 2 * np.pi, 24)
+            right = np.linspace([cx + a * 1.2, cy - b * 0.1], [cx + a * 1.35, cy + b * 1.55], 16)
+            left = np.linspace([cx - a * 1.35, cy + b * 1.55], [cx - a * 1.2, cy - b * 0.1], 16)
+            if ident.wavy_hair:  # the hanging sides ripple (about 2 px at 64 px)
+                right, left = _wavy(right, a * 0.12, 2.5), _wavy(left, a * 0.12, 2.5)
+            _fill(img, np.concatenate([top, right, left]), _dark(hair, 0.85))
         _fill(img, np.array([[cx - a * 0.45, cy + b * 0.6], [cx + a * 0.45, cy + b * 0.6],
                              [cx + a * 0.5, cy + b * 1.5], [cx - a * 0.5, cy + b * 1.5]]), _dark(skin, 0.8))
         if ident.necklace:
@@ -401,10 +412,9 @@ class Renderer:
         ident = self.id
         a, b, cx, cy, fx = g["a"], g["b"], g["cx"], g["cy"], g["fx"]
         hcx = cx + fx * 0.15
-        outer = _arc(hcx, cy - b * 0.05, a * 1.1, b * 1.08, np.pi * 0.98, np.pi * 2.02, 24)
-        if ident.wavy_hair:
-            t = np.linspace(0, 1, len(outer))
-            outer = outer + np.stack([np.zeros_like(t), np.sin(t * 14 * np.pi) * b * 0.035], 1)
+        outer = _arc(hcx, cy - b * 0.05, a * 1.1, b * 1.08, np.pi * 0.98, np.pi * 2.02, 48)
+        if ident.wavy_hair:  # waves along the crown's outline, about 1.5 px deep at 64 px
+            outer = _wavy(outer, b * 0.07, 6)
         line_y = cy - b * (0.47 if ident.bangs else 0.6)
         # Hairline: from the right temple across the forehead back to the left temple.
         xs = np.linspace(hcx + a * 0.95, hcx - a * 0.95, 15)
@@ -413,10 +423,14 @@ class Renderer:
         ys[0] = ys[-1] = cy - b * 0.2
         hairline = np.stack([xs, ys], 1)
         _fill(img, np.concatenate([outer, hairline]), ident.hair)
-        # Strands: a few darker curves so the hair reads as hair, not a cap.
+        # Strands: a few darker curves so the hair reads as hair, not a cap; wavy hair's strands snake.
+        shade = _dark(ident.hair, 0.8 if ident.hair_colour != "black_hair" else 1.6)
         for k in range(-2, 3):
-            _line(img, _arc(hcx + k * a * 0.25, cy - b * 0.2, a * 0.5, b * 0.8, 1.25 * np.pi, 1.6 * np.pi, 6),
-                  _dark(ident.hair, 0.8 if ident.hair_colour != "black_hair" else 1.6), max(1, a * 0.02))
+            strand = _arc(hcx + k * a * 0.25, cy - b * 0.2, a * 0.5, b * 0.8, 1.25 * np.pi, 1.6 * np.pi, 12)
+            if ident.wavy_hair:
+                _line(img, _wavy(strand, a * 0.07, 1.5), _dark(shade, 0.85), max(1, a * 0.04))
+            else:
+                _line(img, strand, shade, max(1, a * 0.02))
 
     def _glasses(self, img: np.ndarray, g: dict[str, float], st: FaceState) -> None:
         ident = self.id

@@ -9,10 +9,12 @@ clip's labels (the tests check this), so the text can supervise training and sco
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from favchat.data.manifest import QA, Event
+from favchat.data.questions import KINDS, ask, verb_forms
 from favchat.data.synth.identity import HAIR_COLOURS
 from favchat.data.taxonomy import BY_NAME, GROUPS, features_to_phrases
 
@@ -27,15 +29,6 @@ RENDERED: dict[str, tuple[str, ...]] = {
     "emotion": ("happy", "sad", "surprise", "neutral", "anger", "disgust", "fear"),
 }
 
-# Base and -ing forms of the rendered actions, for questions and ordered answers.
-VERB_FORMS: dict[str, tuple[str, str]] = {
-    "close_eyes": ("close the eyes", "closing the eyes"), "frown": ("frown", "frowning"),
-    "laugh": ("laugh", "laughing"), "look_around": ("look around", "looking around"), "nod": ("nod", "nodding"),
-    "shake_head": ("shake the head", "shaking the head"), "smile": ("smile", "smiling"),
-    "talk": ("talk", "talking"), "turn": ("turn the head", "turning the head"), "wink": ("wink", "winking"),
-    "yawn": ("yawn", "yawning"), "squint": ("squint", "squinting"), "pout": ("pout", "pouting"),
-}
-
 # Visible cues of each emotion as FaceSynth draws it (emotion-bearing answers for stage 3).
 EMOTION_CUES: dict[str, str] = {
     "neutral": "the face stays relaxed, with level brows and a straight mouth",
@@ -48,16 +41,9 @@ EMOTION_CUES: dict[str, str] = {
 }
 
 _SUBJECTS = ("The person", "This person", "The individual", "The subject")
-_ASK_ABOUT: dict[str, str] = {
-    "eyeglasses": "Is the person wearing eyeglasses?", "sunglasses": "Is the person wearing sunglasses?",
-    "wearing_hat": "Is the person wearing a hat?", "wearing_earrings": "Does the person wear earrings?",
-    "wearing_lipstick": "Is the person wearing lipstick?", "wearing_necklace": "Is the person wearing a necklace?",
-    "mustache": "Does the person have a mustache?", "goatee": "Does the person have a goatee?",
-    "facial_hair": "Does the person have a full beard?", "stubbly": "Does the person have stubble?",
-    "bald": "Is the person bald?", "bangs": "Does the person have bangs?", "long_hair": "Does the person have long hair?",
-    "wavy_hair": "Is the person's hair wavy?", "pale_skin": "Does the person have pale skin?",
-    "rosy_cheeks": "Does the person have rosy cheeks?", "bushy_eyebrows": "Does the person have bushy eyebrows?",
-}
+# Appearance labels a yes/no question may ask about ("no beard" is asked as facial hair, never as a label).
+_YESNO_APPEARANCE = tuple(n for n in RENDERED["appearance"] if n != "no_beard")
+_WORN = ("eyeglasses", "sunglasses", "wearing_hat", "wearing_earrings", "wearing_necklace", "wearing_lipstick")
 
 
 def _join(items: list[str]) -> str:
@@ -113,34 +99,53 @@ def summarise(labels: dict[str, list[str]], free_events: list[Event], emotion_st
     return " ".join(out)
 
 
-def _hair_qa(labels: set[str]) -> QA:
+def _hair_colour_answer(labels: set[str]) -> str:
     if "bald" in labels:
-        return QA("What colour is the person's hair?", "The person is bald, so no hair colour shows.", "attribute")
+        return "The person is bald, so no hair colour shows."
+    return f"The person has {BY_NAME[next(c for c in HAIR_COLOURS if c in labels)].phrase}."
+
+
+def _hair_answer(labels: set[str]) -> str:
+    if "bald" in labels:
+        return "The person is bald, so there is no hair to describe."
     colour = next(c for c in HAIR_COLOURS if c in labels)
     extra = [BY_NAME[x].phrase for x in ("long_hair", "wavy_hair", "bangs") if x in labels]
-    ans = f"The person has {BY_NAME[colour].phrase}" + (f", with {_join(extra)}" if extra else "") + "."
-    return QA("What colour is the person's hair?", ans, "attribute")
+    return f"The person has {BY_NAME[colour].phrase}" + (f", with {_join(extra)}" if extra else "") + "."
 
 
-def _worn_qa(labels: set[str]) -> QA:
-    worn = [BY_NAME[x].phrase for x in ("eyeglasses", "sunglasses", "wearing_hat", "wearing_earrings",
-                                         "wearing_necklace", "wearing_lipstick") if x in labels]
-    q = "What accessories is the person wearing?"
-    return QA(q, f"The person is wearing {_join(worn)}." if worn else "The person wears no accessories.", "attribute")
+def _accessories_answer(labels: set[str]) -> str:
+    worn = [BY_NAME[x].phrase for x in _WORN if x in labels]
+    return f"The person is wearing {_join(worn)}." if worn else "The person wears no accessories."
 
 
-def _beard_qa(labels: set[str]) -> QA:
+def _facial_hair_answer(labels: set[str]) -> str:
     hair = [BY_NAME[x].phrase for x in ("facial_hair", "goatee", "mustache", "stubbly") if x in labels]
-    ans = f"The person has {_join(hair)}." if hair else "The person has no beard."
-    return QA("Describe the person's facial hair.", ans, "attribute")
+    return f"The person has {_join(hair)}." if hair else "The person has no beard."
+
+
+_ATTRIBUTE_ANSWERS = {"hair_colour": _hair_colour_answer, "hair": _hair_answer, "accessories": _accessories_answer,
+                      "facial_hair": _facial_hair_answer}
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One question before it is worded: its kind (``favchat.data.questions.KINDS``), the label(s) it names,
+    and its answer."""
+
+    kind: str
+    answer: str
+    label: str | None = None
+    other: str | None = None
 
 
 def make_qa(labels: dict[str, list[str]], free_events: list[Event], all_events: list[Event], n_frames: int,
-            fps: float, summary: str, rng: np.random.Generator) -> list[QA]:
-    """Question–answer pairs of every type the clip supports (attribute, action, emotion, temporal,
-    yes/no with one true positive and one true negative, open description)."""
+            fps: float, summary: str, rng: np.random.Generator, wordings: tuple[str, ...] = ("seen",)) -> list[QA]:
+    """Question–answer pairs of every type the clip supports (attribute, action, emotion, temporal, yes/no with
+    one true positive and one true negative, open description), each asked once per wording in ``wordings``
+    (``favchat.data.questions``: "seen" on train and val clips, "seen" and "unseen" on test clips)."""
     have = {n for g in GROUPS for n in labels[g]}
-    qa: list[QA] = [[_hair_qa, _worn_qa, _beard_qa][int(rng.integers(0, 3))](have)]
+    kind = str(rng.choice(list(_ATTRIBUTE_ANSWERS)))
+    asks = [_Ask(kind, _ATTRIBUTE_ANSWERS[kind](have))]
     # Action.
     acts = [BY_NAME[e.label].phrase for e in free_events]
     linked = [a for a in labels["action"] if a in ("smile", "frown")]
@@ -151,56 +156,47 @@ def make_qa(labels: dict[str, list[str]], free_events: list[Event], all_events: 
         ans = f"Apart from the expression, the head stays still: the person {BY_NAME[linked[0]].phrase}."
     else:
         ans = "The person keeps the head mostly still and does no distinct action."
-    qa.append(QA(str(rng.choice(["What does the person do in the video?", "What actions does the person perform?"])),
-                 ans, "action"))
+    asks.append(_Ask("actions", ans))
     # Emotion, with the visible cues.
     emo = labels["emotion"][0]
-    qa.append(QA(str(rng.choice(["What emotion does the person show?", "How does the person feel?"])),
-                 f"The person looks {BY_NAME[emo].phrase}: {EMOTION_CUES[emo]}.", "emotion"))
+    asks.append(_Ask("emotion", f"The person looks {BY_NAME[emo].phrase}: {EMOTION_CUES[emo]}."))
     # Temporal.
     if len(free_events) >= 2:
         i, j = sorted(rng.choice(len(free_events), 2, replace=False))
         a, b = free_events[i].label, free_events[j].label
         first, second = (a, b) if rng.random() < 0.5 else (b, a)
-        q = f"Which happens first: {VERB_FORMS[first][1]} or {VERB_FORMS[second][1]}?"
-        ans = f"{VERB_FORMS[a][1].capitalize()} comes first; {VERB_FORMS[b][1]} follows."
-        qa.append(QA(q, ans, "temporal"))
+        ans = f"{verb_forms(a)[1].capitalize()} comes first; {verb_forms(b)[1]} follows."
+        asks.append(_Ask("order", ans, first, second))
     elif free_events:
         ev = free_events[0]
-        qa.append(QA(f"When does the person {VERB_FORMS[ev.label][0]}?",
-                     _sentence(f"The person {BY_NAME[ev.label].phrase} {_when(ev, n_frames, fps)}"), "temporal"))
+        asks.append(_Ask("when", _sentence(f"The person {BY_NAME[ev.label].phrase} {_when(ev, n_frames, fps)}"),
+                         ev.label))
     elif any(e.label == emo for e in all_events) and emo != "neutral":
         ev = next(e for e in all_events if e.label == emo)
         when = "from the very start" if ev.start == 0 else f"after about {ev.start / fps:.1f} s"
-        qa.append(QA("When does the person's expression change?",
-                     f"The person looks {BY_NAME[emo].phrase} {when}.", "temporal"))
+        asks.append(_Ask("expression_change", f"The person looks {BY_NAME[emo].phrase} {when}."))
     # Yes/no: one true positive and one true negative, over rendered labels.
-    pos_pool = [n for g in GROUPS for n in labels[g] if n in _ASK_ABOUT or g != "appearance"]
-    neg_pool = [n for g in GROUPS for n in RENDERED[g] if n not in have and (n in _ASK_ABOUT or g != "appearance")]
+    askable = [n for g in GROUPS for n in RENDERED[g] if g != "appearance" or n in _YESNO_APPEARANCE]
+    pos_pool = [n for n in askable if n in have]
+    neg_pool = [n for n in askable if n not in have]
     if pos_pool:
-        qa.append(_yes_no(str(rng.choice(pos_pool)), True))
+        asks.append(_yes_no(str(rng.choice(pos_pool)), True))
     if neg_pool:
-        qa.append(_yes_no(str(rng.choice(neg_pool)), False))
-    qa.append(QA(str(rng.choice(["Describe the person in the video.", "Give a detailed description of the video.",
-                                 "What can you tell about the person's appearance, actions and emotion?"])),
-                 summary, "description"))
-    return qa
+        asks.append(_yes_no(str(rng.choice(neg_pool)), False))
+    asks.append(_Ask("description", summary))
+    return [QA(ask(q.kind, w, rng, q.label, q.other), q.answer, KINDS[q.kind], w) for q in asks for w in wordings]
 
 
-def _yes_no(label: str, present: bool) -> QA:
+def _yes_no(label: str, present: bool) -> _Ask:
     lab = BY_NAME[label]
     if label == "bald":
-        q, a = _ASK_ABOUT[label], "Yes, the person is bald." if present else "No, the person is not bald."
+        a = "Yes, the person is bald." if present else "No, the person is not bald."
     elif lab.group == "appearance":
-        q = _ASK_ABOUT[label]
-        verb = "is wearing" if label.startswith("wearing") or label.endswith("glasses") else "has"
+        verb = "is wearing" if label in _WORN else "has"
         bare = re.sub(r"^(a|an) ", "", lab.phrase)
         a = f"Yes, the person {verb} {lab.phrase}." if present else f"No, the person has no {bare}."
     elif lab.group == "action":
-        base = VERB_FORMS[label][0]
-        q = f"Does the person {base} in the video?"
-        a = f"Yes, the person {lab.phrase}." if present else f"No, the person does not {base}."
+        a = f"Yes, the person {lab.phrase}." if present else f"No, the person does not {verb_forms(label)[0]}."
     else:
-        q = f"Does the person look {lab.phrase}?"
         a = f"Yes, the person looks {lab.phrase}." if present else f"No, the person does not look {lab.phrase}."
-    return QA(q, a, "yesno")
+    return _Ask("yesno", a, label)
