@@ -40,13 +40,14 @@ def test_any_causal_lm(text_config):
 def test_hf_swin_face_encoder_hierarchical_stages():
     model, proc = _build(face_vision_config=TINY_SWIN, low_level_blocks=[1, 2, 3], face_image_size=32)
     tower = model.face_encoder
-    # Swin stages (after patch merging) flattened to tokens: 16x16 -> 8x8 -> 4x4 -> 4x4 per frame.
-    assert tower.state_dims == [16, 32, 64, 64] and tower.groups == {"chain": [1, 2, 3]}
+    # Swin stages before their patch merging (as FaceXFormer reads them) flattened to tokens: 16x16 (the embedding
+    # and stage 1) -> 8x8 -> 4x4 per frame.
+    assert tower.state_dims == [16, 16, 32, 64] and tower.groups == {"chain": [1, 2, 3]}
     b = batch(proc)
     feats = model.encode_video(b["general_pixel_values"], b["face_pixel_values"])
     assert {k: v.shape for k, v in feats.face.items()} == {
-        1: (2, 8 * 64, 32), 2: (2, 8 * 16, 64), 3: (2, 8 * 16, 64)}
-    assert [p.in_features for p in model.low_level.proj] == [32, 64, 64]
+        1: (2, 8 * 256, 16), 2: (2, 8 * 64, 32), 3: (2, 8 * 16, 64)}
+    assert [p.in_features for p in model.low_level.proj] == [16, 32, 64]
     out = model(**b)
     out.loss.backward()
     assert tower.model.embeddings.patch_embeddings.projection.weight.grad is not None
