@@ -113,9 +113,13 @@ def test_big_presets_build_on_meta(name, llm_range):
     assert all(p.device.type == "meta" for p in model.parameters())
     assert llm_range[0] < counts["language_model"] < llm_range[1]
     assert 250e6 < counts["general_encoder"] < 320e6  # UMT-L (ViT-L/16) without its unread last block
+    assert len(model.general_encoder.encoder.blocks) == 23 and model.general_encoder.groups == {"memory": [23]}
     assert 80e6 < counts["face_encoder"] < 95e6  # Swin-B
     assert cfg.num_query_tokens == 32 and model.face_encoder.groups == {"chain": [1, 2, 3, 4]}
-    assert type(model.face_encoder.model).__name__ == "SwinModel"
+    # FaceXFormer's features: the four stages before merging, 128/256/512/1024 channels
+    assert type(model.face_encoder.backbone).__name__ == "SwinBackbone"
+    assert [model.face_encoder.dim(i) for i in (1, 2, 3, 4)] == [128, 256, 512, 1024]
+    assert model.language_model.dtype == torch.bfloat16  # never upcast: 2 bytes a parameter
 
 
 def test_config_round_trip_and_validation(tmp_path):

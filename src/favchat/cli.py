@@ -14,6 +14,7 @@ import sys
 # Subcommand modules, in the order ``favchat --help`` lists them.
 COMMAND_MODULES = (
     "favchat.demo",
+    "favchat.model.assemble",
     "favchat.train.cli",
     "favchat.serve.chat",
     "favchat.data.synth_cli",

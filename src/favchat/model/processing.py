@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from favchat.data.faces import Box, crop_face, get_detector
+from favchat.data.faces import FACE_CROPS, Box, crop_face, crop_face_enlarged, get_detector
 from favchat.data.video import VideoDecodeError, probe, read_frames, sample_indices
 
 PROCESSOR_FILE = "favchat_processor.json"
@@ -63,13 +63,17 @@ class FaVChatProcessor:
     def __init__(self, tokenizer, num_query_tokens: int = 8, num_general_frames: int = 8, num_face_frames: int = 8,
                  image_size: int = 32, face_image_size: int = 32, image_mean: Sequence[float] = (0.485, 0.456, 0.406),
                  image_std: Sequence[float] = (0.229, 0.224, 0.225), video_token: str = "<video>",
-                 system_prompt: str | None = None, face_detector: Any = None, face_margin: float = 0.25):
+                 system_prompt: str | None = None, face_detector: Any = None, face_margin: float = 0.25,
+                 face_crop: str = "square"):
         self.tokenizer = tokenizer
         self.num_query_tokens, self.num_general_frames, self.num_face_frames = (
             num_query_tokens, num_general_frames, num_face_frames)
         self.image_size, self.face_image_size = image_size, face_image_size
         self.image_mean, self.image_std = list(image_mean), list(image_std)
         self.video_token, self.system_prompt, self.face_margin = video_token, system_prompt, face_margin
+        if face_crop not in FACE_CROPS:
+            raise ValueError(f"face_crop must be one of {FACE_CROPS}, got {face_crop!r}")
+        self.face_crop = face_crop  # "square" (face_margin around the box) | "facexformer" (crop_face_enlarged)
         if video_token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [video_token]})
         self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
@@ -91,7 +95,7 @@ class FaVChatProcessor:
                    num_general_frames=config.num_general_frames, num_face_frames=config.num_face_frames,
                    image_size=config.image_size, face_image_size=config.face_image_size,
                    image_mean=config.image_mean, image_std=config.image_std, video_token=config.video_token,
-                   system_prompt=config.system_prompt,
+                   system_prompt=config.system_prompt, face_crop=config.face_crop,
                    face_detector=face_detector if face_detector is not None else config.face_detector)
         if config.video_token_id is None:
             config.video_token_id = proc.video_token_id
@@ -106,7 +110,7 @@ class FaVChatProcessor:
     def settings(self) -> dict[str, Any]:
         """What the processor's output depends on besides the tokenizer (what ``save_pretrained`` writes)."""
         keys = ("num_query_tokens", "num_general_frames", "num_face_frames", "image_size", "face_image_size",
-                "image_mean", "image_std", "video_token", "system_prompt", "face_margin")
+                "image_mean", "image_std", "video_token", "system_prompt", "face_margin", "face_crop")
         return {k: getattr(self, k) for k in keys} | {"face_detector": self._detector_name}
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -175,8 +179,12 @@ class FaVChatProcessor:
         if not found:
             return _resize(frames, self.face_image_size), "full_frame"
         # A frame where detection missed borrows the box of the nearest frame where it did not.
-        crops = [crop_face(f, boxes[min(found, key=lambda j: abs(j - i))], self.face_image_size, self.face_margin)
-                 for i, f in enumerate(frames)]
+        nearest = [boxes[min(found, key=lambda j: abs(j - i))] for i in range(len(frames))]
+        if self.face_crop == "facexformer":
+            crops = [crop_face_enlarged(f, box, self.face_image_size) for f, box in zip(frames, nearest, strict=True)]
+        else:
+            crops = [crop_face(f, box, self.face_image_size, self.face_margin)
+                     for f, box in zip(frames, nearest, strict=True)]
         return np.stack(crops), "detector"
 
     def _pixels(self, frames: np.ndarray, size: int):
