@@ -4,6 +4,8 @@ the public ``favchat.model.load_tower``; a file of the wrong kind stops with a m
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 
@@ -48,7 +50,8 @@ def _wrap(layout: str, sd: dict[str, torch.Tensor], dim: int) -> object:
                 "vision_encoder.clip_decoder.0.head.weight": torch.ones(8, dim),
                 "vision_encoder.pool_norm.weight": torch.ones(dim), "text_encoder.bert.pooler.dense.weight": torch.ones(4, 4),
                 "vision_proj.weight": torch.ones(4, dim), "temp": torch.tensor(0.07)}
-        return {"model": out, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "epoch": 3}
+        return {"model": out, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "epoch": 3,
+                "args": argparse.Namespace(model="vit_large_patch16_224", lr=1.5e-4)}
     if layout == "videochat_flash":  # UMT-L_f4_vision.pt: vision_layernorm inside the encoder
         return sd | {f"encoder.vision_layernorm.{k}": v for k, v in norm.items()}
     raise ValueError(layout)
@@ -197,6 +200,16 @@ def test_a_text_file_and_a_truncated_file_are_not_checkpoints(tmp_path):
         load_tower(cut)
     with pytest.raises(CheckpointError, match="found a folder"):
         load_tower(tmp_path)
+
+
+def test_a_checkpoint_pickling_other_objects_is_not_unpickled(tmp_path):
+    import datetime
+
+    path = tmp_path / "umt_pretrain.pth"
+    torch.save({"model": _umt(depth=1).state_dict(), "saved": datetime.date(2024, 1, 1)}, path)
+    with pytest.raises(CheckpointError, match=r"a pickle holding objects other than tensors \(datetime.date\), "
+                                              "which is not loaded here"):
+        load_tower(path)
 
 
 def test_a_umt_with_other_parts_is_refused_by_name(tmp_path):

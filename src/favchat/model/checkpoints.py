@@ -17,12 +17,14 @@ FaceXFormer (``kind="facexformer"``): its ``ckpts/model.pt`` (the whole model un
 (``features.*``); ``relative_position_index`` may be there or not. Patch, width, depths, heads and window come
 from the shapes.
 
-Files are read with ``torch.load(mmap=True, weights_only=True)`` (or as safetensors): nothing executes, and the
+Files are read with ``torch.load(mmap=True, weights_only=True)`` (or as safetensors; of the other objects a
+pickle may hold, only UMT's training ``args``, an ``argparse.Namespace``, is allowed): nothing executes, and the
 tensors stay on disk until a tower takes them.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -99,21 +101,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types for a damaged file
             raise CheckpointError(f"{path}: expected a safetensors file, found a damaged one ({e})") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head[:4] == b"PK\x03\x04")
+        # UMT's training checkpoints keep their argparse.Namespace ("args") beside the weights: plain data
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head[:4] == b"PK\x03\x04")
     except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError... for a file it cannot read
         raise CheckpointError(f"{path}: expected a PyTorch checkpoint, found {_what_file(head, e)}") from e
     return _unwrap(obj, path)
 
 
 def _what_file(head: bytes, error: Exception) -> str:
+    if "Unsupported global" in str(error):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        return (f"a pickle holding objects other than tensors ({found[1] if found else 'unknown'}), which is not "
+                "loaded here (it could run code); save its weights alone: "
+                "torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')")
     if head[:4] == b"PK\x03\x04":
         return f"a damaged or truncated zip archive ({error})"
     text = head.decode("utf-8", errors="replace").strip()
     if text and all(ch.isprintable() or ch.isspace() for ch in text):
         return f"a text file starting {text[:40]!r}"
-    if "Unsupported global" in str(error):
-        return ("a pickle holding objects other than tensors, which is not loaded here (it could run code); save "
-                "its weights alone: torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')")
     return f"an unreadable file ({type(error).__name__}: {str(error).splitlines()[0]})"
 
 
@@ -130,22 +136,21 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------- UMT
-def _umt_prefix(sd: dict[str, torch.Tensor]) -> str | None:
+def _prefix(sd: dict[str, torch.Tensor], first: str, ndim: int, companion: str) -> str | None:
+    """Where a backbone sits in a state dict: the prefix of a key ending in ``first`` (a tensor of ``ndim``
+    dimensions) that also has ``companion`` beside it."""
     for key, value in sd.items():
-        if key.endswith("patch_embed.proj.weight") and value.ndim == 5:
-            prefix = key[: -len("patch_embed.proj.weight")]
-            if prefix + "blocks.0.attn.q_bias" in sd:
-                return prefix
+        if key.endswith(first) and value.ndim == ndim and key[: -len(first)] + companion in sd:
+            return key[: -len(first)]
     return None
+
+
+def _umt_prefix(sd: dict[str, torch.Tensor]) -> str | None:
+    return _prefix(sd, "patch_embed.proj.weight", 5, "blocks.0.attn.q_bias")
 
 
 def _swin_prefix(sd: dict[str, torch.Tensor]) -> str | None:
-    for key, value in sd.items():
-        if key.endswith("0.0.weight") and value.ndim == 4:
-            prefix = key[: -len("0.0.weight")]
-            if prefix + "1.0.attn.relative_position_bias_table" in sd:
-                return prefix
-    return None
+    return _prefix(sd, "0.0.weight", 4, "1.0.attn.relative_position_bias_table")
 
 
 def identify(sd: dict[str, torch.Tensor]) -> str:

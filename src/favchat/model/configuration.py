@@ -14,6 +14,12 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 
+def _check_heads(config: PretrainedConfig) -> None:
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"hidden_size {config.hidden_size} must be divisible by num_attention_heads "
+                         f"{config.num_attention_heads}")
+
+
 class VideoViTConfig(PretrainedConfig):
     """A ViT over video frames: per-frame patches, spatial + learned temporal position embeddings, joint
     space-time attention over all frames (UMT-L is this shape at 224 px, patch 16, width 1024, 24 blocks)."""
@@ -34,9 +40,7 @@ class VideoViTConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_attention_heads "
-                             f"{self.num_attention_heads}")
+        _check_heads(self)
 
 
 class EfficientNetLiteConfig(PretrainedConfig):
@@ -70,9 +74,7 @@ class UMTConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_attention_heads "
-                             f"{self.num_attention_heads}")
+        _check_heads(self)
 
 
 class FaceXFormerConfig(PretrainedConfig):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from favchat.model.configuration import FaceXFormerConfig
-from favchat.model.layers import Checkpointable
+from favchat.model.layers import Checkpointable, Mlp
 from favchat.model.vision import BlockSelect, VisionTower
 
 
@@ -99,17 +99,6 @@ class WindowAttention(nn.Module):
         return out[:, :h, :w]
 
 
-class SwinMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()  # exact (erf) GELU
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class SwinBlock(Checkpointable):
     def __init__(self, dim: int, num_heads: int, config: FaceXFormerConfig, shift: int):
         super().__init__()
@@ -117,7 +106,7 @@ class SwinBlock(Checkpointable):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = WindowAttention(dim, num_heads, config.window_size, shift)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = SwinMlp(dim, int(dim * config.mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * config.mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, H, W, C)
         x = x + self.attn(self.norm1(x))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from favchat.model.configuration import UMTConfig
-from favchat.model.layers import Checkpointable
+from favchat.model.layers import Checkpointable, Mlp
 from favchat.model.vision import BlockSelect, VisionTower
 
 # UMT's position table is built for the clips it was pretrained on: 4 frames (of tubelets) of 14×14 patches.
@@ -90,17 +90,6 @@ class UMTAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
-class UMTMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()  # exact (erf) GELU
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class UMTBlock(Checkpointable):
     def __init__(self, config: UMTConfig):
         super().__init__()
@@ -108,7 +97,7 @@ class UMTBlock(Checkpointable):
         self.norm1 = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.attn = UMTAttention(c.hidden_size, c.num_attention_heads)
         self.norm2 = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.mlp = UMTMlp(c.hidden_size, c.intermediate_size)
+        self.mlp = Mlp(c.hidden_size, c.intermediate_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
