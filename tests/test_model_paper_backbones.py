@@ -19,6 +19,7 @@ from favchat import FaVChatConfig, FaVChatForConditionalGeneration, FaVChatProce
 from favchat.cli import main
 from favchat.model import load_tower
 from favchat.model.configuration import FaceXFormerConfig, UMTConfig
+from favchat.model.processing import FaVChatVideoProcessor
 from model_helpers import QUESTIONS, frames
 from reference_backbones import RefFaceXFormer
 
@@ -184,10 +185,8 @@ def test_paper_face_crops_are_facexformers():
     assert cfg.image_mean == [0.485, 0.456, 0.406] and cfg.image_std == [0.229, 0.224, 0.225]
     image = astronaut()  # 512x512, a face
     box = get_detector("haar").detect(image)[0]
-    from favchat.model.tokenizer import build_tiny_tokenizer
-
-    proc = FaVChatProcessor(build_tiny_tokenizer(), num_face_frames=2, face_image_size=224, face_crop="facexformer",
-                            face_detector=_OneBox(box))
+    proc = FaVChatVideoProcessor(num_face_frames=2, face_image_size=224, face_crop="facexformer",
+                                 face_detector=_OneBox(box))
     clip = np.stack([image] * 3)
     inputs = proc.load_video(clip)
     # FaceXFormer's inference: the box grown by half its width and height (a quarter on each side), clipped to
@@ -199,24 +198,25 @@ def test_paper_face_crops_are_facexformers():
         (224, 224), Image.BICUBIC))
     assert inputs.face_source == "detector" and np.array_equal(inputs.face[0], expected)
     # a box at the frame's edge is clipped, not padded
-    proc_edge = FaVChatProcessor(build_tiny_tokenizer(), num_face_frames=1, face_image_size=64,
-                                 face_crop="facexformer", face_detector=_OneBox(Box(0, 0, 100, 200)))
+    proc_edge = FaVChatVideoProcessor(num_face_frames=1, face_image_size=64, face_crop="facexformer",
+                                      face_detector=_OneBox(Box(0, 0, 100, 200)))
     crop = proc_edge.load_video(clip).face[0]
     assert np.array_equal(crop, np.asarray(Image.fromarray(image).crop((0, 0, 125, 250)).resize((64, 64),
                                                                                               Image.BICUBIC)))
-    none = FaVChatProcessor(build_tiny_tokenizer(), face_crop="facexformer", face_detector=_OneBox(None))
+    none = FaVChatVideoProcessor(face_crop="facexformer", face_detector=_OneBox(None))
     assert none.load_video(clip).face_source == "full_frame"  # no face: the whole frame, and it says so
 
 
 # ---------------------------------------------------------------------------------------------------- favchat init
-SMALL = ["--set", "num_general_frames=4", "--set", "num_face_frames=2", "--set", "image_size=64",
-         "--set", "face_image_size=64", "--set", "pq_hidden_size=64", "--set", "pq_num_heads=4",
-         "--set", "pq_intermediate_size=128", "--set", "num_query_tokens=8", "--set", "adapter_hidden_size=32"]
+SMALL = ["--overrides.num_general_frames", "4", "--overrides.num_face_frames", "2", "--overrides.image_size", "64",
+         "--overrides.face_image_size", "64", "--overrides.pq_hidden_size", "64", "--overrides.pq_num_heads", "4",
+         "--overrides.pq_intermediate_size", "128", "--overrides.num_query_tokens", "8",
+         "--overrides.adapter_hidden_size", "32"]
 
 
 def _init(files, out: Path, general="umt", face="face", llm="llm", preset="paper", extra=SMALL) -> int:
-    return main(["init", "--preset", preset, "--general-encoder", str(files.get(general, general)),
-                 "--face-encoder", str(files.get(face, face)), "--llm", str(files.get(llm, llm)), "--out", str(out),
+    return main(["init", "--preset", preset, "--general_encoder", str(files.get(general, general)),
+                 "--face_encoder", str(files.get(face, face)), "--llm", str(files.get(llm, llm)), "--out", str(out),
                  *extra])
 
 
@@ -245,10 +245,10 @@ def test_init_then_stage_1_end_to_end(files, tmp_path, capsys):
     manifest = generate(SynthConfig(seed=3, min_frames=8, max_frames=8, min_size=64, max_size=64), n=4,
                         out=tmp_path / "clips", progress=False)
     run = tmp_path / "stage1"
-    rc = main(["train", "--stage", "1", "--config", str(ROOT / "configs/train/paper_stage1.yaml"),
+    rc = main(["train", "--config", str(ROOT / "configs/train/paper_stage1.yaml"), "--stage", "1",
                "--init_from", str(ckpt), "--data.train_manifest", str(manifest), "--data.num_workers", "0",
                "--output_dir", str(run), "--optim.max_steps", "2", "--optim.batch_size", "1",
-               "--optim.warmup_steps", "0", "--precision", "'no'", "--tensorboard", "false"])
+               "--optim.warmup_steps", "0", "--precision", "no", "--tensorboard", "false"])
     assert rc == 0
     before, after = load_file(ckpt / "model.safetensors"), load_file(run / "final" / "model.safetensors")
     llm = [k for k in before if k.startswith("language_model.")]

@@ -1,7 +1,7 @@
 """``favchat init``: the paper's model assembled from the three released artefacts, as a checkpoint that
 ``favchat train --stage 1`` starts from (``init_from``) and ``from_pretrained`` loads.
 
-    favchat init --preset paper --general-encoder l16_25m.pth --face-encoder model.pt \\
+    favchat init --preset paper --general_encoder l16_25m.pth --face_encoder model.pt \\
         --llm /models/Qwen2.5-7B-Instruct --out ckpt/paper
 
 The general encoder is a UMT checkpoint (VideoChat2's ``l16_25m.pth``, a VideoChat2 stage file, UMT's own or
@@ -14,11 +14,12 @@ checkpoint's dtype (or ``llm_dtype``), so the host holds about one copy of the w
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from favchat.model.parts import PartsReport
+if TYPE_CHECKING:  # the command's module imports no torch until it runs (``favchat --help``)
+    from favchat.model.parts import PartsReport
 
 
 def init_checkpoint(preset: str, general_encoder: str | Path, face_encoder: str | Path, llm: str | Path,
@@ -111,50 +112,45 @@ def _face_config(path: Path) -> dict:
     return config.to_dict()
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "init",
-        help="assemble the paper's model from the released backbones (UMT-L, FaceXFormer, an LLM folder)",
-        description="Assemble a FaVChat checkpoint from the backbones' released files (UMT, FaceXFormer, an LLM "
-                    "folder) and write it to OUT. Sizes are read from the files; the preset gives the prompt-query "
-                    "levels, frames and face crops. Nothing is written unless every input is what it should be. "
-                    "It prints what came from which file and what starts random. Then: favchat train --stage 1 "
-                    "--config ... --init_from OUT.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--preset", default="paper", help="paper | qwen3-8b (or another preset name)")
-    p.add_argument("--general-encoder", required=True,
-                   help="UMT checkpoint: VideoChat2's l16_25m.pth, a VideoChat2 stage file, UMT's or VideoChat-Flash's")
-    p.add_argument("--face-encoder", required=True,
-                   help="FaceXFormer's ckpts/model.pt, a torchvision Swin checkpoint, or an HF Swin folder")
-    p.add_argument("--llm", required=True, help="the LLM's HF folder, e.g. /models/Qwen2.5-7B-Instruct")
-    p.add_argument("--out", required=True, help="the checkpoint folder to write (must not hold files)")
-    p.add_argument("--llm-dtype", choices=("bfloat16", "float16", "float32"),
-                   help="the LLM's parameter dtype (None: the one its config.json names)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="fields",
-                   help="replace a preset field (a FaVChatConfig field; the value is read as YAML), e.g. "
-                        "--set num_face_frames=8; repeat for several")
-    p.set_defaults(func=_run)
+@dataclass
+class InitConfig:
+    """The paper's model assembled from the backbones' released files (``favchat init``)."""
+
+    general_encoder: str = ""
+    """The UMT checkpoint: VideoChat2's l16_25m.pth, a VideoChat2 stage file, UMT's own or VideoChat-Flash's."""
+    face_encoder: str = ""
+    """FaceXFormer's ckpts/model.pt, a torchvision Swin checkpoint, or an HF Swin folder."""
+    llm: str = ""
+    """The LLM's local HF folder (config.json, safetensors weights, tokenizer), e.g. /models/Qwen2.5-7B-Instruct."""
+    out: str = ""
+    """The checkpoint folder to write (model and processor); it must not hold files."""
+    preset: str = "paper"
+    """The preset giving everything the files do not: paper, qwen3-8b (or another preset name)."""
+    llm_dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    """The LLM's parameter dtype (None: the one its config.json names, else the preset's)."""
+    overrides: dict[str, object] = field(default_factory=dict)
+    """FaVChatConfig fields replacing the preset's (e.g. --overrides.num_face_frames 8); not those the files give."""
+
+    def __post_init__(self) -> None:
+        missing = [f"--{name}" for name in ("general_encoder", "face_encoder", "llm", "out") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required (the released files and the folder to write)")
 
 
-def _run(args: argparse.Namespace) -> int:
-    import sys
+def init(config: InitConfig) -> int:
+    """Assemble the paper's model from the released backbones (UMT-L, FaceXFormer, an LLM folder).
 
-    import yaml
+    Sizes are read from the files; the preset gives the prompt-query levels, frames and face crops. Nothing is
+    written unless every input is what it should be. It prints what came from which file and what starts random,
+    and writes an HF checkpoint with its processor to OUT: favchat train --stage 1 --init_from OUT starts from it.
+    """
+    from favchat.cli import CommandError
 
-    overrides = {}
-    for item in args.fields:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"favchat init: --set takes FIELD=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        overrides[key.strip()] = yaml.safe_load(value)
     try:
-        report = init_checkpoint(args.preset, args.general_encoder, args.face_encoder, args.llm, args.out,
-                                 args.llm_dtype, overrides)
+        report = init_checkpoint(config.preset, config.general_encoder, config.face_encoder, config.llm, config.out,
+                                 config.llm_dtype, config.overrides)
     except (FileExistsError, FileNotFoundError, ValueError) as e:  # CheckpointError is a ValueError
-        print(f"favchat init: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e)) from e
     print("\n".join(report.lines()))
-    print(f"wrote {args.out}: start stage 1 from it with init_from: {args.out}")
+    print(f"wrote {config.out}: start stage 1 from it with --init_from {config.out}")
     return 0

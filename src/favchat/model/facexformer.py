@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from favchat.model.configuration import FaceXFormerConfig
-from favchat.model.layers import Checkpointable, Mlp
+from favchat.model.layers import Mlp
 from favchat.model.vision import BlockSelect, VisionTower
 
 
@@ -99,7 +100,7 @@ class WindowAttention(nn.Module):
         return out[:, :h, :w]
 
 
-class SwinBlock(Checkpointable):
+class SwinBlock(GradientCheckpointingLayer):
     def __init__(self, dim: int, num_heads: int, config: FaceXFormerConfig, shift: int):
         super().__init__()
         eps = config.layer_norm_eps

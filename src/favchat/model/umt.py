@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from favchat.model.configuration import UMTConfig
-from favchat.model.layers import Checkpointable, Mlp
+from favchat.model.layers import Mlp
 from favchat.model.vision import BlockSelect, VisionTower
 
 # UMT's position table is built for the clips it was pretrained on: 4 frames (of tubelets) of 14×14 patches.
@@ -90,7 +91,7 @@ class UMTAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
-class UMTBlock(Checkpointable):
+class UMTBlock(GradientCheckpointingLayer):
     def __init__(self, config: UMTConfig):
         super().__init__()
         c = config
