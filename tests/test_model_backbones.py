@@ -40,13 +40,14 @@ def test_any_causal_lm(text_config):
 def test_hf_swin_face_encoder_hierarchical_stages():
     model, proc = _build(face_vision_config=TINY_SWIN, low_level_blocks=[1, 2, 3], face_image_size=32)
     tower = model.face_encoder
-    # Swin stages (after patch merging) flattened to tokens: 16x16 -> 8x8 -> 4x4 -> 4x4 per frame.
-    assert tower.state_dims == [16, 32, 64, 64] and tower.groups == {"chain": [1, 2, 3]}
+    # Swin stages before their patch merging (as FaceXFormer reads them) flattened to tokens: 16x16 (the embedding
+    # and stage 1) -> 8x8 -> 4x4 per frame.
+    assert tower.state_dims == [16, 16, 32, 64] and tower.groups == {"chain": [1, 2, 3]}
     b = batch(proc)
     feats = model.encode_video(b["general_pixel_values"], b["face_pixel_values"])
     assert {k: v.shape for k, v in feats.face.items()} == {
-        1: (2, 8 * 64, 32), 2: (2, 8 * 16, 64), 3: (2, 8 * 16, 64)}
-    assert [p.in_features for p in model.low_level.proj] == [32, 64, 64]
+        1: (2, 8 * 256, 16), 2: (2, 8 * 64, 32), 3: (2, 8 * 16, 64)}
+    assert [p.in_features for p in model.low_level.proj] == [16, 32, 64]
     out = model(**b)
     out.loss.backward()
     assert tower.model.embeddings.patch_embeddings.projection.weight.grad is not None
@@ -112,9 +113,13 @@ def test_big_presets_build_on_meta(name, llm_range):
     assert all(p.device.type == "meta" for p in model.parameters())
     assert llm_range[0] < counts["language_model"] < llm_range[1]
     assert 250e6 < counts["general_encoder"] < 320e6  # UMT-L (ViT-L/16) without its unread last block
+    assert len(model.general_encoder.encoder.blocks) == 23 and model.general_encoder.groups == {"memory": [23]}
     assert 80e6 < counts["face_encoder"] < 95e6  # Swin-B
     assert cfg.num_query_tokens == 32 and model.face_encoder.groups == {"chain": [1, 2, 3, 4]}
-    assert type(model.face_encoder.model).__name__ == "SwinModel"
+    # FaceXFormer's features: the four stages before merging, 128/256/512/1024 channels
+    assert type(model.face_encoder.backbone).__name__ == "SwinBackbone"
+    assert [model.face_encoder.dim(i) for i in (1, 2, 3, 4)] == [128, 256, 512, 1024]
+    assert model.language_model.dtype == torch.bfloat16  # never upcast: 2 bytes a parameter
 
 
 def test_config_round_trip_and_validation(tmp_path):

@@ -39,6 +39,7 @@ from typing import Any
 # name -> "module:function", or a dict of them (a command group); ``favchat --help`` lists them in this order.
 COMMANDS: dict[str, Any] = {
     "demo": "favchat.demo:demo",
+    "init": "favchat.model.assemble:init",
     "train": "favchat.train.cli:train",
     "pretrain-face": "favchat.train.cli:pretrain_face",
     "rl": "favchat.rl.cli:rl",

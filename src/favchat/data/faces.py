@@ -155,3 +155,24 @@ def crop_face(rgb: np.ndarray, box: Box, size: int, margin: float = 0.25) -> np.
     src = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else rgb
     crop = src[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+
+
+# How a face is cut out of a frame around the detector's box (FaVChatConfig.face_crop).
+FACE_CROPS = ("square", "facexformer")
+
+
+def crop_face_enlarged(rgb: np.ndarray, box: Box, size: int, enlarge: float = 0.5) -> np.ndarray:
+    """The crop FaceXFormer's inference takes: ``box`` grown by ``enlarge`` of its width and of its height (half
+    on each side), clipped to the frame, cut at whole pixels and resized to ``size``×``size`` bicubically with
+    PIL (what torchvision's ``Resize`` does to an image), so the face keeps the framing FaceXFormer learned on
+    (its aspect ratio is not kept, as there)."""
+    from PIL import Image
+
+    _check_frame(rgb)
+    h, w = rgb.shape[:2]
+    dx, dy = (box.x1 - box.x0) * enlarge / 2, (box.y1 - box.y0) * enlarge / 2
+    x0, y0 = int(max(0.0, box.x0 - dx)), int(max(0.0, box.y0 - dy))
+    x1, y1 = int(min(w, box.x1 + dx)), int(min(h, box.y1 + dy))
+    crop = Image.fromarray(rgb).crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))  # at least one pixel
+    return np.asarray(crop.resize((size, size), Image.BICUBIC))
+

@@ -42,6 +42,20 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
 
+class Mlp(nn.Module):
+    """Linear, exact (erf) GELU, Linear, named ``fc1`` / ``fc2`` as the released ViT and Swin checkpoints name them
+    (UMT's keys, torchvision's after ``favchat.model.checkpoints`` renames them)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class SelfAttentionBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block: x + MHA(LN x), then + FFN(LN x)."""
 

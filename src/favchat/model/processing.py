@@ -24,7 +24,7 @@ import numpy as np
 from transformers import AutoProcessor, ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from favchat.data.faces import Box, crop_face, get_detector
+from favchat.data.faces import FACE_CROPS, Box, crop_face, crop_face_enlarged, get_detector
 from favchat.data.video import VideoDecodeError, probe, read_frames, sample_indices
 from favchat.model.configuration import FaVChatConfig
 
@@ -64,17 +64,20 @@ class FaVChatVideoProcessor(VideoProcessorMixin):
 
     model_input_names = ["general_pixel_values", "face_pixel_values"]
     SETTINGS = ("num_general_frames", "num_face_frames", "image_size", "face_image_size", "image_mean", "image_std",
-                "face_margin")
+                "face_margin", "face_crop")
 
     def __init__(self, num_general_frames: int = 8, num_face_frames: int = 8, image_size: int = 32,
                  face_image_size: int = 32, image_mean: Sequence[float] = (0.485, 0.456, 0.406),
                  image_std: Sequence[float] = (0.229, 0.224, 0.225), face_detector: Any = None,
-                 face_margin: float = 0.25, **kwargs: Any):
+                 face_margin: float = 0.25, face_crop: str = "square", **kwargs: Any):
         kwargs.pop("video_processor_type", None)  # what to_dict writes for AutoVideoProcessor
         super().__init__(**kwargs)
         self.num_general_frames, self.num_face_frames = num_general_frames, num_face_frames
         self.image_size, self.face_image_size = image_size, face_image_size
         self.image_mean, self.image_std, self.face_margin = list(image_mean), list(image_std), face_margin
+        if face_crop not in FACE_CROPS:
+            raise ValueError(f"face_crop must be one of {FACE_CROPS}, got {face_crop!r}")
+        self.face_crop = face_crop  # "square" (face_margin around the box) | "facexformer" (crop_face_enlarged)
         self._detector_name = face_detector if isinstance(face_detector, str) else getattr(face_detector, "name", None)
         self._detector = None if isinstance(face_detector, str) else face_detector
 
@@ -141,8 +144,12 @@ class FaVChatVideoProcessor(VideoProcessorMixin):
         if not found:
             return _resize(frames, self.face_image_size), "full_frame"
         # A frame where detection missed borrows the box of the nearest frame where it did not.
-        crops = [crop_face(f, boxes[min(found, key=lambda j: abs(j - i))], self.face_image_size, self.face_margin)
-                 for i, f in enumerate(frames)]
+        nearest = [boxes[min(found, key=lambda j: abs(j - i))] for i in range(len(frames))]
+        if self.face_crop == "facexformer":
+            crops = [crop_face_enlarged(f, box, self.face_image_size) for f, box in zip(frames, nearest, strict=True)]
+        else:
+            crops = [crop_face(f, box, self.face_image_size, self.face_margin)
+                     for f, box in zip(frames, nearest, strict=True)]
         return np.stack(crops), "detector"
 
     def _pixels(self, frames: np.ndarray, size: int):
@@ -192,7 +199,7 @@ class FaVChatProcessor(ProcessorMixin):
         video = FaVChatVideoProcessor(num_general_frames=config.num_general_frames,
                                       num_face_frames=config.num_face_frames, image_size=config.image_size,
                                       face_image_size=config.face_image_size, image_mean=config.image_mean,
-                                      image_std=config.image_std,
+                                      image_std=config.image_std, face_crop=config.face_crop,
                                       face_detector=face_detector if face_detector is not None else config.face_detector)
         proc = cls(video, tokenizer, num_query_tokens=config.num_query_tokens, video_token=config.video_token,
                    system_prompt=config.system_prompt)

