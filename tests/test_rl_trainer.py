@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -189,6 +191,64 @@ def test_lora_policy_uses_the_adapter_disabled_base_as_reference(tmp_path, sampl
 def test_several_policy_updates_per_batch(tmp_path, samples):
     tr = _trainer(tmp_path, samples, max_steps=1, num_iterations=2)
     res = tr.train()
-    row = res["history"][0]
+    row = next(r for r in res["history"] if "policy_loss" in r)
     # the second update sees π ≠ π_old, so the ratio and the KL to the reference are no longer trivial
     assert np.isfinite(row["policy_loss"]) and row["kl"] > 0
+
+
+@pytest.fixture(scope="module")
+def facesynth_descriptions(tmp_path_factory):
+    from favchat.data.manifest import read_manifest
+    from favchat.data.synth.generate import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("rl_facesynth")
+    manifest = generate(SynthConfig(seed=3, min_frames=8, max_frames=8, min_size=32, max_size=32), 8, out, progress=False)
+    return samples_from_clips(read_manifest(manifest), types=["description"])
+
+
+@pytest.fixture(scope="module")
+def describer(facesynth_descriptions):
+    """The tiny model whose LLM learnt the clips' descriptions as plain text (no video): its samples name
+    labels, right or wrong, so rewards differ within and between groups as a trained model's do."""
+    model, proc = _tiny()
+    answers = [next(q.answer for q in s.clip.qa if q.question == s.question) for s in facesynth_descriptions]
+    ids = proc.tokenizer(answers, padding=True, return_tensors="pt")
+    labels = ids.input_ids.masked_fill(ids.attention_mask == 0, -100)
+    opt = torch.optim.AdamW(model.language_model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model.language_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model, proc
+
+
+def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, facesynth_descriptions, describer):
+    """DE-GRPO with its defaults (Table 6, 3 rounds of 5 passes, batch 8, h0 0.5) on FaceSynth: samples leave
+    the pool and rewards decay within the run; a run stopped mid-round resumes to the same state."""
+    pool = facesynth_descriptions
+    assert len(pool) == 8
+
+    def trainer(out, save_every=0):
+        model, proc = describer
+        # only the scale is reduced (shorter responses); the mechanism runs at its defaults
+        cfg = RLConfig(output_dir=str(out), max_new_tokens=16, save_every=save_every, deterministic=True)
+        return RLTrainer(cfg, model=copy.deepcopy(model), processor=proc, train_samples=pool)
+
+    straight = trainer(tmp_path / "a", save_every=7)  # also a checkpoint at step 7, inside round 2
+    assert straight.steps_per_round() == 5  # 5 passes over 8 samples in batches of 8
+    res = straight.train()
+    st = straight.state
+    assert res["round"] == 3 and straight.step == 15  # all three rounds ran
+    assert (st.removed_round >= 0).any(), f"no sample removed: h = {st.h.tolist()}"
+    assert st.times_decayed.sum() > 0, f"no reward decayed: h = {st.h.tolist()}"
+    assert [r for r in res["history"] if "pool_size" in r][-1]["pool_size"] < len(pool)
+
+    resumed = trainer(tmp_path / "b")
+    resumed.train(resume=tmp_path / "a" / "checkpoints" / "step-000007")
+    assert resumed.step == 15
+    for k, v in st.state_dict().items():
+        assert torch.equal(v, resumed.state.state_dict()[k]), k
+    for (n, p), (_, q) in zip(straight._policy().named_parameters(), resumed._policy().named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert torch.equal(straight.weights.eta, resumed.weights.eta)

@@ -21,6 +21,7 @@ ALGORITHMS = ("de_grpo", "grpo")
 REWARDS = ("facial", "format_length")
 BACKENDS = ("lexicon", "embedding")
 REFERENCES = ("auto", "frozen_copy", "disable_adapter")
+QUESTION_TYPES = ("attribute", "action", "emotion", "description")  # the QA types the facial reward scores
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -32,8 +33,12 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class RLConfig:
     # --- what to run
-    algorithm: str = _f("de_grpo", "de_grpo: utility-weighted advantages, filter and decay, value head; "
-                        "grpo: the same trainer with the utility off (h ≡ 1, no removal/decay/critic).")
+    algorithm: str = _f("de_grpo", "de_grpo: the facial reward, a value head and Eq. 13's advantage, with the "
+                        "recurrent data mechanism (recurrent_data); grpo: the same trainer with group-normalised "
+                        "advantages and no critic, every sample every round.")
+    recurrent_data: bool = _f(True, "de_grpo: the recurrent data mechanism (utility h weighting the advantage, "
+                              "removal below tau_low, reward decay above tau_high). false: Table 4's 'w.o. RD' "
+                              "(h ≡ 1, every sample every round; reward, critic and Eq. 13 otherwise unchanged).")
     reward: str = _f("facial", "facial: the fine-grained facial reward (Eq. 7); format_length: the 'standard' "
                      "format-and-length reward of the paper's 'w. GRPO' ablation.")
     model_path: str | None = _f(None, "Stage-3 checkpoint folder (FaVChatForConditionalGeneration.from_pretrained).")
@@ -43,6 +48,9 @@ class RLConfig:
     train_split: str | None = _f("train", "Split of train_manifest to use (None: all lines).")
     eval_split: str | None = _f(None, "Split of eval_manifest to use (None: all lines).")
     pool_fraction: float = _f(1.0, "Fraction of the training samples that form the RL pool (the paper: ~10K of 170K).")
+    question_types: list[str] = _f(list(QUESTION_TYPES), "QA types of the manifest that become RL samples "
+                                   f"(any of {list(QUESTION_TYPES)}; rl/data.py); eval_manifest's held-out "
+                                   "samples too.")
     output_dir: str = _f("runs/rl", "Where checkpoints, the CSV log and the plots go.")
     seed: int = _f(0, "Seed of sampling, shuffling and initialisation.")
     deterministic: bool = _f(False, "Deterministic kernels only (train/determinism.py): on a GPU, runs with one seed "
@@ -51,21 +59,30 @@ class RLConfig:
     num_generations: int = _f(4, "G: responses sampled per sample.")
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
     top_p: float = _f(0.9, "Nucleus sampling of the rollouts.")
-    max_new_tokens: int = _f(48, "Longest response sampled.")
-    batch_size: int = _f(2, "Samples (prompts) per process per optimizer step; each yields G responses.")
+    max_new_tokens: int = _f(320, "Longest response sampled (and decoded greedily for the held-out reward): the "
+                             "paper's descriptions are ~170 words, ~210 tokens.")
+    batch_size: int = _f(8, "Samples (prompts) per process per optimizer step; each yields G responses. The paper "
+                         "(App. C) uses 8 in all: 8 on one process, 1 per process on 8 GPUs.")
     # --- optimisation
     learning_rate: float = _f(1e-5, "AdamW learning rate of the policy.")
     value_learning_rate: float = _f(1e-3, "AdamW learning rate of the value head and its pooling.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    weight_decay: float = _f(0.01, "AdamW weight decay (App. C: non-zero; its value is not in the paper's text).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
-    num_rounds: int = _f(3, "Rounds over the (shrinking) pool; a round is one pass over the samples still in it.")
+    num_rounds: int = _f(3, "Rounds of the recurrent data mechanism (Fig. 7); 0: only score the starting model "
+                         "on the held-out samples (Table 4's 'w.o. RL').")
+    round_passes: int = _f(5, "Each round is round_passes·|pool| / (global batch) optimizer steps, drawn as "
+                           "shuffled passes over the samples still in the pool: each visit updates a sample's h "
+                           "once, and Table 6's β needs ~5 visits to carry h from h0 across a threshold "
+                           "(docs/de_grpo.md).")
     max_steps: int = _f(0, "Stop after this many optimizer steps in total (0: run all rounds).")
     num_iterations: int = _f(1, "μ: policy updates per batch of rollouts (1: old policy = current policy).")
     clip_eps: float = _f(0.2, "ε of the clipped surrogate (Table 6).")
     beta_kl: float = _f(0.01, "β_KL: weight of the k3 KL to the reference policy (Table 6).")
     adv_eps: float = _f(1e-4, "ε added to the group reward std in the advantage (TRL's value).")
-    adv_std_floor: float = _f(0.1, "DE-GRPO: floor of the group reward std in Eq. 13, so that a group with equal "
-                              "rewards and an imperfect critic does not get advantages of size 1/ε.")
+    adv_std_floor: float = _f(0.1, "Floor of the group reward std that divides every algorithm's advantage, so "
+                              "that a group with equal rewards and an imperfect critic does not get advantages of "
+                              "size 1/ε (DE-GRPO), and GRPO's steps are on the same scale (0: Eq. 13 and TRL's "
+                              "GRPO exactly).")
     trainable: list[str] = _f(["general_adapter", "face_adapter", "general_qformer", "face_qformer", "projector",
                                "language_model"], "Model components trained by RL (stage 3's set; with LoRA, "
                               "language_model means its LoRA weights). The vision towers stay frozen.")
@@ -74,7 +91,7 @@ class RLConfig:
                         "disabled base; needs a PEFT language model), auto (disable_adapter when possible).")
     # --- DE-GRPO (Table 6 and docs/design.md §3)
     beta: float = _f(0.8, "β of the recurrent state h ← βh + (1−β)σ((U−δ)/τ) (Eq. 11).")
-    tau: float = _f(0.1, "τ: temperature of the logistic in Eq. 11.")
+    tau: float = _f(0.05, "τ: temperature of the logistic in Eq. 11.")
     tau_low: float = _f(0.2, "τ_low: a sample with h < τ_low leaves the pool (Eq. 12).")
     tau_high: float = _f(0.8, "τ_high: a sample with h > τ_high has its rewards decayed (Eq. 12).")
     gamma: float = _f(0.5, "γ: reward decay of samples above τ_high (Eq. 12).")
@@ -123,7 +140,10 @@ class RLConfig:
         need(self.value_coef >= 0.0, "value_coef must be ≥ 0")
         need(self.adv_std_floor >= 0.0, "adv_std_floor must be ≥ 0")
         need(self.num_iterations >= 1, "num_iterations must be ≥ 1")
-        need(self.num_rounds >= 1, "num_rounds must be ≥ 1")
+        need(self.num_rounds >= 0, "num_rounds must be ≥ 0 (0: only score the starting model)")
+        need(self.round_passes >= 1, "round_passes must be ≥ 1")
+        need(bool(self.question_types) and set(self.question_types) <= set(QUESTION_TYPES),
+             f"question_types must be a non-empty subset of {list(QUESTION_TYPES)}, got {self.question_types}")
         need(self.max_steps >= 0, "max_steps must be ≥ 0 (0: no cap)")
         need(len(self.reward_weights) == 3 and all(w > 0 for w in self.reward_weights),
              "reward_weights must be 3 positive numbers (appearance, action, emotion)")
@@ -133,8 +153,14 @@ class RLConfig:
         need(self.model_path is not None or self.preset != "", "give model_path (a stage-3 checkpoint) or a preset")
 
     @property
-    def utility_on(self) -> bool:
+    def critic_on(self) -> bool:
+        """The value head and Eq. 13's ``R − V`` advantage (DE-GRPO, with or without the recurrent data)."""
         return self.algorithm == "de_grpo"
+
+    @property
+    def utility_on(self) -> bool:
+        """The recurrent data mechanism: D, G, U, h, removal and decay (Eq. 8–12)."""
+        return self.algorithm == "de_grpo" and self.recurrent_data
 
     def to_dict(self) -> dict[str, Any]:
         from favchat.config_io import to_dict

@@ -5,12 +5,15 @@ A clip's QA pair becomes an RL sample when its question asks for facial facets t
 the emotion, ``description`` on all three. A narrow question ("What colour is the hair?") is scored
 only on the clip's labels that its reference answer mentions (through the taxonomy lexicon), so the
 reward does not ask for facets the question never asked about; when the answer mentions none, the
-group's labels all count. Yes/no and temporal questions have no label-set answer and are skipped. A clip with none of those gets one sample with :data:`DEFAULT_QUESTION` over all labels.
+group's labels all count. Yes/no and temporal questions have no label-set answer and are skipped, and so are
+the types left out of ``types``. A clip with no question of the kept types gets one sample with
+:data:`DEFAULT_QUESTION` over all labels when descriptions are kept.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +36,16 @@ class RLSample:
     labels: dict[str, list[str]]  # group -> taxonomy names (groups the question does not ask about: [])
 
 
-def samples_from_clips(clips: list[Clip]) -> list[RLSample]:
+def samples_from_clips(clips: list[Clip], types: Sequence[str] = tuple(QA_GROUPS)) -> list[RLSample]:
+    bad = sorted(set(types) - set(QA_GROUPS))
+    if bad:
+        raise ValueError(f"question types {bad} have no label-set answer; use any of {list(QA_GROUPS)}")
     out: list[RLSample] = []
     for clip in clips:
         made = 0
         for qa in clip.qa:
             groups = QA_GROUPS.get(qa.type)
-            if groups is None:
+            if groups is None or qa.type not in types:
                 continue
             asked = {g: list(clip.labels.get(g, [])) if g in groups else [] for g in GROUPS}
             if qa.type != "description":
@@ -47,17 +53,18 @@ def samples_from_clips(clips: list[Clip]) -> list[RLSample]:
                 asked = {g: [n for n in names if n in said] or names for g, names in asked.items()}
             out.append(RLSample(clip, qa.question, asked))
             made += 1
-        if not made:
+        if not made and "description" in types:
             out.append(RLSample(clip, DEFAULT_QUESTION, {g: list(clip.labels.get(g, [])) for g in GROUPS}))
     return out
 
 
-def load_pool(manifest: str | Path, split: str | None = None, fraction: float = 1.0, seed: int = 0) -> list[RLSample]:
+def load_pool(manifest: str | Path, split: str | None = None, fraction: float = 1.0, seed: int = 0,
+              types: Sequence[str] = tuple(QA_GROUPS)) -> list[RLSample]:
     """RL samples of a manifest (validated by ``read_manifest``); ``fraction`` < 1 keeps a seeded subset."""
     clips = read_manifest(manifest, check_videos=True, split=split)
-    samples = samples_from_clips(clips)
+    samples = samples_from_clips(clips, types)
     if not samples:
-        raise ValueError(f"manifest {manifest} (split={split}) yields no RL samples")
+        raise ValueError(f"manifest {manifest} (split={split}) yields no RL samples of types {list(types)}")
     return subset(samples, fraction, seed)
 
 

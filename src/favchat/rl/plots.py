@@ -9,8 +9,9 @@ from favchat.plotting import pyplot, save_figure
 from favchat.train.metrics_log import read_metrics
 
 
-def plot_round_curves(metrics_csv: str | Path, out_png: str | Path, key: str = "reward") -> Path:
-    """One line per round of ``key`` against the step inside the round, as in the paper's Fig. 7."""
+def plot_round_curves(metrics_csv: str | Path, out_png: str | Path, key: str = "facial_reward") -> Path:
+    """One line per round of ``key`` against the step inside the round, as in the paper's Fig. 7 (the facial
+    reward of the sampled responses at uniform λ, whatever reward trains)."""
     rows = [r for r in read_metrics(metrics_csv) if key in r and "round" in r]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))

@@ -10,17 +10,20 @@ T completion tokens)::
     rewards                                     R (B, G); per-group soft F1 (N, 3); λ
     policy forward (grad)                       log π (N, T); prompt hidden states → V_φ (B,)
     reference forward (no grad)                 log π_ref (N, T)
-    DE-GRPO only:
+    DE-GRPO with the recurrent data mechanism:
       pairs, D (Eq. 8), probe gradients → G (Eq. 9)   per sample
       gather (idx, D, G) over processes → U (Eq. 10), h (Eq. 11), remove/decay (Eq. 12), same on every rank
-      A = h·γ_i·(R − V)/(std R + ε) (Eq. 13);  loss = clipped surrogate + β_KL·k3 + c_v·MSE(V, mean R)
-    GRPO: A = (R − mean R)/(std R + ε); loss = clipped surrogate + β_KL·k3
+    DE-GRPO: A = h·γ_i·(R − V)/(max(std R, floor) + ε) (Eq. 13; h ≡ 1, γ_i ≡ 1 without the mechanism);
+      loss = clipped surrogate + β_KL·k3 + c_v·MSE(V, mean R)
+    GRPO: A = (R − mean R)/(max(std R, floor) + ε); loss = clipped surrogate + β_KL·k3
     backward, clip, step; λ ascent on the gathered group scores
 
-Rounds: a round is one pass over the samples still in the pool (DE-GRPO removes samples with h < τ_low;
-GRPO keeps all). Checkpoints (``accelerator.save_state`` + ``rl_state.pt``) hold the model, value head,
-optimizer, RNG states of every process, the per-sample state, λ, and the position inside the round, so
-``resume`` continues bit-exactly.
+Rounds: every round takes the same number of steps, ``round_passes`` passes' worth of the whole pool, drawn
+as shuffled passes over the samples still in it (with the recurrent data mechanism a sample whose h fell
+below τ_low leaves from the next pass on, so the survivors are visited more often; otherwise every sample
+stays). The held-out reward is scored before the first step and after every round. Checkpoints
+(``accelerator.save_state`` + ``rl_state.pt``) hold the model, value head, optimizer, RNG states of every
+process, the per-sample state, λ, and the position inside the round, so ``resume`` continues bit-exactly.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class RLTrainer:
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
                  eval_samples: list[RLSample] | None = None, accelerator=None):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         self.cfg = cfg = config
         # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
@@ -111,11 +114,14 @@ class RLTrainer:
             cpu=not torch.cuda.is_available(),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.out = Path(cfg.output_dir)
+        # The seed governs the rollouts' sampling and the value head's initialisation, not only the data order.
+        set_seed(cfg.seed)
         # Data first: a bad manifest fails before any model is built.
         self.pool = subset(train_samples, cfg.pool_fraction, cfg.seed) if train_samples is not None else load_pool(
-            self._need(cfg.train_manifest, "train_manifest"), cfg.train_split, cfg.pool_fraction, cfg.seed)
+            self._need(cfg.train_manifest, "train_manifest"), cfg.train_split, cfg.pool_fraction, cfg.seed,
+            cfg.question_types)
         if eval_samples is None and cfg.eval_manifest:
-            eval_samples = load_pool(cfg.eval_manifest, cfg.eval_split)
+            eval_samples = load_pool(cfg.eval_manifest, cfg.eval_split, types=cfg.question_types)
         self.eval_pool = (eval_samples or [])[: cfg.eval_samples]
         if model is None:
             model, processor = self._load_model()
@@ -139,7 +145,7 @@ class RLTrainer:
                                         kl_coef=cfg.weights_kl, init=cfg.reward_weights)
         params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
         self.value_head = None
-        if cfg.utility_on:
+        if cfg.critic_on:
             self.value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
             params.append({"params": list(self.value_head.parameters()), "lr": cfg.value_learning_rate})
         optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
@@ -151,7 +157,8 @@ class RLTrainer:
             self.reference.to(self.acc.device)
         # Hooks go on after the reference copy was made, so the reference carries none.
         self.capture = ProbeCapture(self._policy(), self.probe_names) if cfg.utility_on else None
-        self.step, self.round, self.order, self.pos = 0, 0, None, 0
+        # position: round, steps taken in it, passes started in it, the current pass's order and place in it
+        self.step, self.round, self.round_step, self.passes, self.order, self.pos = 0, 0, 0, 0, None, 0
         self._videos: dict[str, Any] = {}
         self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
         self._logger = None
@@ -322,7 +329,7 @@ class RLTrainer:
         probe_time = 0.0
         for it in range(cfg.num_iterations):
             with self.capture.recording() if (cfg.utility_on and it == 0) else contextlib.nullcontext():
-                logps, out = self._forward_logps(self.model, feats, prompt, ids, mask, hidden=cfg.utility_on)
+                logps, out = self._forward_logps(self.model, feats, prompt, ids, mask, hidden=cfg.critic_on)
             if it == 0:
                 old = logps.detach()
                 if cfg.utility_on:
@@ -333,16 +340,19 @@ class RLTrainer:
                     h, decay = self._update_state(idx, d, gs)
                     probe_time = time.perf_counter() - tp
                     h, decay = h.to(self.acc.device, torch.float32), decay.to(self.acc.device)
-            if cfg.utility_on:
+            if cfg.critic_on:
                 hid = out.hidden_states[-1][::g, : prompt["input_ids"].shape[1]]  # (B, L, D)
                 values = self.value_head(hid, prompt["attention_mask"][::g]).float()  # (B,)
                 if it == 0:
+                    if not cfg.utility_on:  # w.o. RD: Eq. 13 with h ≡ 1 and no decay
+                        h = torch.ones(b, device=self.acc.device)
+                        decay = torch.zeros(b, dtype=torch.bool, device=self.acc.device)
                     adv = E.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
                                        cfg.adv_std_floor).reshape(-1)  # (N,)
                 v_loss = E.value_loss(values, r_bg)
             else:
                 if it == 0:
-                    adv = E.group_advantages(r_bg, cfg.adv_eps).reshape(-1)  # (N,)
+                    adv = E.group_advantages(r_bg, cfg.adv_eps, cfg.adv_std_floor).reshape(-1)  # (N,)
                 v_loss = torch.zeros((), device=self.acc.device)
             p_loss, pm = E.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
                                        kl_is_correction=cfg.kl_is_correction)
@@ -374,9 +384,17 @@ class RLTrainer:
         metrics["policy_loss"] = float(self.acc.reduce(p_loss.detach(), "mean"))
         metrics["value_loss"] = float(self.acc.reduce(v_loss.detach(), "mean"))
         metrics["completion_len"] = float(mask.sum(1).float().mean())
+        if self.eos_id is not None:  # responses cut by max_new_tokens: no EOS sampled
+            metrics["truncated"] = float((ids != self.eos_id).all(1).float().mean())
+        # the advantage's common part (a critic's error shows here) and its spread; the critic's mean estimate
+        all_adv = self.acc.gather(adv.detach()).cpu()  # (N·P,)
+        metrics["adv_mean"], metrics["adv_std"] = float(all_adv.mean()), float(all_adv.std())
+        if values is not None:
+            metrics["value_mean"] = float(self.acc.reduce(values.detach().mean(), "mean"))
         metrics["pool_size"] = float(len(self.state.active()))
         metrics["removed"] = float((self.state.removed_round >= 0).sum())
         metrics["decayed"] = float(self.state.decayed.sum())
+        metrics["decay_events"] = float(self.state.times_decayed.sum())
         for k, c in enumerate(self.state.histogram(H_BINS)):
             metrics[f"h_bin{k}"] = float(c)
         metrics["h_mean"] = float(self.state.h.mean())
@@ -408,7 +426,8 @@ class RLTrainer:
         self.acc.save_state(str(path))
         if self.acc.is_main_process:
             torch.save({
-                "step": self.step, "round": self.round, "pos": self.pos,
+                "step": self.step, "round": self.round, "round_step": self.round_step, "passes": self.passes,
+                "pos": self.pos,
                 "order": None if self.order is None else self.order.clone(),
                 "sample_state": self.state.state_dict(), "eta": self.weights.eta.clone(),
                 "config": self.cfg.to_dict(), "probe": self.probe_names,
@@ -430,6 +449,7 @@ class RLTrainer:
                              "pool_fraction or seed)")
         self.acc.load_state(str(path))
         self.step, self.round, self.pos, self.order = st["step"], st["round"], st["pos"], st["order"]
+        self.round_step, self.passes = st["round_step"], st["passes"]
         self.state = SampleState.from_state_dict(st["sample_state"])
         self.weights.eta.copy_(st["eta"])
 
@@ -440,9 +460,14 @@ class RLTrainer:
         return ckpts[-1]
 
     # ------------------------------------------------------------------ loop
-    def _round_order(self) -> torch.Tensor:
+    def steps_per_round(self) -> int:
+        """Every round's length: ``round_passes`` passes' worth of the whole pool in global batches."""
+        return math.ceil(self.cfg.round_passes * len(self.pool) / (self.cfg.batch_size * self.acc.num_processes))
+
+    def _pass_order(self) -> torch.Tensor:
+        """A shuffled pass over the samples still in the pool (all of them without the recurrent data)."""
         active = self.state.active() if self.cfg.utility_on else torch.arange(len(self.pool))
-        g = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.round)
+        g = torch.Generator().manual_seed((self.cfg.seed * 100003 + self.round) * 10007 + self.passes)
         return active[torch.randperm(len(active), generator=g)]
 
     def _log(self, row: dict[str, float]) -> None:
@@ -463,33 +488,42 @@ class RLTrainer:
         cfg = self.cfg
         if resume:
             self.load(resume)
+        else:  # the starting model's held-out reward: Table 4's 'w.o. RL' row, and where each curve starts
+            self._log({"round": 0.0, "heldout_reward": self.evaluate()})
         gbs = cfg.batch_size * self.acc.num_processes
         world, rank = self.acc.num_processes, self.acc.process_index
-        if self.acc.is_main_process:
-            log.info("RL %s: pool %d samples, G=%d, %d process(es), reference=%s, probe=%s", cfg.algorithm,
-                     len(self.pool), cfg.num_generations, world, self.ref_mode, self.probe_names)
+        per_round = self.steps_per_round()
+        if self.acc.is_main_process and cfg.num_rounds:
+            log.info("RL %s%s: pool %d samples, %d round(s) of %d steps, G=%d, %d process(es), reference=%s, "
+                     "probe=%s", cfg.algorithm, "" if cfg.utility_on or not cfg.critic_on else " (w.o. RD)",
+                     len(self.pool), cfg.num_rounds, per_round, cfg.num_generations, world, self.ref_mode,
+                     self.probe_names)
         done = False
         last = None
         while self.round < cfg.num_rounds and not done:
-            if self.order is None:
-                self.order, self.pos = self._round_order(), 0
-            if len(self.order) == 0:
-                log.info("round %d: the pool is empty; stopping", self.round)
+            if cfg.max_steps and self.step >= cfg.max_steps:  # stopped at a round's end: that round saved it
                 break
-            steps_in_round = math.ceil(len(self.order) / gbs)
-            bar = tqdm(total=steps_in_round, initial=self.pos // gbs, desc=f"{cfg.algorithm} round {self.round + 1}",
+            bar = tqdm(total=per_round, initial=self.round_step, desc=f"{cfg.algorithm} round {self.round + 1}",
                        disable=not self.acc.is_main_process)
-            while self.pos < len(self.order):
+            while self.round_step < per_round:
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     done = True
                     break
+                if self.order is None or self.pos >= len(self.order):
+                    self.order, self.pos = self._pass_order(), 0
+                    self.passes += 1
+                if len(self.order) == 0:
+                    log.info("round %d: the pool is empty; stopping", self.round + 1)
+                    done = True
+                    break
                 take = self.order[self.pos: self.pos + gbs]
-                if len(take) < gbs:  # fill the last batch from the round's start so every rank has B samples
+                if len(take) < gbs:  # fill the pass's last batch from its start so every rank has B samples
                     take = torch.cat([take, self.order.repeat(math.ceil(gbs / len(self.order)))[: gbs - len(take)]])
                 local = take[rank * cfg.batch_size: (rank + 1) * cfg.batch_size].tolist()
                 row = {"round": float(self.round), **self.train_step(local)}
                 self.pos += gbs
                 self.step += 1
+                self.round_step += 1
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     row["heldout_reward"] = self.evaluate()
                 self._log(row)
@@ -499,16 +533,15 @@ class RLTrainer:
             bar.close()
             if done:
                 break
-            row = {"round": float(self.round), "heldout_reward": self.evaluate()}
-            self._log(row)
+            self._log({"round": float(self.round), "heldout_reward": self.evaluate()})
             self.round += 1
-            self.order, self.pos = None, 0
+            self.round_step, self.passes, self.order, self.pos = 0, 0, None, 0
             last = self.save()
             if self.acc.is_main_process:
                 from favchat.rl.plots import plot_round_curves
 
                 plot_round_curves(self.out / "metrics.csv", self.out / "reward_per_round.png")
-        if done:
+        if done and self.step:
             last = self.save()
         return {"step": self.step, "round": self.round, "checkpoint": str(last) if last else None,
                 "history": self.history}
