@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from favchat.data.datasets import MemoizedLoader
 from favchat.data.taxonomy import GROUPS
 from favchat.rl import de_grpo as E
 from favchat.rl import rewards as rw
@@ -104,7 +105,7 @@ class RLTrainer:
     """
 
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
-                 eval_samples: list[RLSample] | None = None, accelerator=None):
+                 eval_samples: list[RLSample] | None = None, accelerator=None, load_video=None):
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
@@ -159,7 +160,8 @@ class RLTrainer:
         self.capture = ProbeCapture(self._policy(), self.probe_names) if cfg.utility_on else None
         # position: round, steps taken in it, passes started in it, the current pass's order and place in it
         self.step, self.round, self.round_step, self.passes, self.order, self.pos = 0, 0, 0, 0, None, 0
-        self._videos: dict[str, Any] = {}
+        # decoded once per process: later visits reuse the small uint8 arrays (a caller's loader: shared with its runs)
+        self.load_video = load_video or MemoizedLoader(self.processor.load_video)
         self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
         self._logger = None
 
@@ -208,10 +210,7 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ batches
     def _video(self, sample: RLSample):
-        key = f"{sample.clip.id}:{sample.clip.video}:{sample.clip.frame_range}"
-        if key not in self._videos:  # decoded once per process: later rounds reuse the small uint8 arrays
-            self._videos[key] = self.processor.load_video(sample.clip.video_path, sample.clip.frame_range)
-        return self._videos[key]
+        return self.load_video(sample.clip.video_path, sample.clip.frame_range)
 
     def preload_videos(self) -> None:
         """Decode every pool and held-out video now (timings then measure training, not decoding)."""
@@ -531,7 +530,9 @@ class RLTrainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     last = self.save()
             bar.close()
-            if done:
+            if done:  # stopped inside a round (max_steps, or an empty pool): the final model is scored too
+                if self.step:
+                    self._log({"round": float(self.round), "heldout_reward": self.evaluate()})
                 break
             self._log({"round": float(self.round), "heldout_reward": self.evaluate()})
             self.round += 1
