@@ -40,6 +40,8 @@ BASE = ROOT / "configs" / "rl" / "facesynth.yaml"
 ROWS = {  # Table 4's rows: label -> the switches' file
     "w.o. RL": "no_rl", "GRPO": "grpo", "GRPO (all data)": "grpo_all", "w.o. RD": "wo_rd", "DE-GRPO": "de_grpo",
 }
+# Not in Table 4, on request (--rows): GRPO with the facial reward tells the reward's part from the algorithm's.
+EXTRA_ROWS = {"GRPO (facial reward)": {"algorithm": "grpo", "reward": "facial"}}
 
 
 def row_config(row: str, overrides: dict, extra: dict | None = None):
@@ -48,8 +50,13 @@ def row_config(row: str, overrides: dict, extra: dict | None = None):
     from favchat.config_io import load_config
     from favchat.rl.config import RLConfig
 
-    switches = yaml.safe_load((BASE.parent / "table4" / f"{ROWS[row]}.yaml").read_text())
+    switches = EXTRA_ROWS[row] if row in EXTRA_ROWS else yaml.safe_load(
+        (BASE.parent / "table4" / f"{ROWS[row]}.yaml").read_text())
     return load_config(RLConfig, overrides=yaml.safe_load(BASE.read_text()) | overrides | switches | (extra or {}))
+
+
+def slug(row: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in row.lower()).strip("_")
 
 
 def verdict(before: float, after: list[float]) -> str:
@@ -69,10 +76,11 @@ def main() -> None:
     ap.add_argument("--demo", default="runs/demo", help="a `favchat demo` output folder (stage3/final, data/)")
     ap.add_argument("--out", default="runs/bench_de_grpo")
     ap.add_argument("--pool", type=int, default=320, help="train description questions forming 'all data'")
-    ap.add_argument("--heldout", type=int, default=64, help="val clips whose description questions are scored")
+    ap.add_argument("--heldout", type=int, default=64, help="held-out clips whose description questions are scored")
     ap.add_argument("--seeds", type=int, default=3, help="RL runs per row (seeds 0, 1, ...)")
-    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
-                    help=f"rows to run, of {list(ROWS)}")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=[*ROWS, *EXTRA_ROWS], metavar="ROW",
+                    help=f"rows to run, of {[*ROWS, *EXTRA_ROWS]} (default: Table 4's)")
+    ap.add_argument("--split", default="val", choices=("val", "test"), help="the held-out clips' split")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="RLConfig overrides for every row, e.g. learning_rate=1e-4 num_rounds=2")
     ap.add_argument("--threads", type=int, default=1,
@@ -103,14 +111,14 @@ def main() -> None:
     clips = read_manifest(manifest)
     train = samples_from_clips([c for c in clips if c.split == "train"], ["description"])
     pool = random.Random(0).sample(train, min(args.pool, len(train)))
-    val = sorted((c for c in clips if c.split == "val"), key=lambda c: c.id)[: args.heldout]
-    heldout = samples_from_clips(val, ["description"])
+    held = sorted((c for c in clips if c.split == args.split), key=lambda c: c.id)[: args.heldout]
+    heldout = samples_from_clips(held, ["description"])
     processor = FaVChatProcessor.from_pretrained(checkpoint)
     videos = VideoCache().loader(processor)  # every clip decoded once for all runs
 
     def run(row: str, seed: int, extra: dict) -> dict:
         cfg = row_config(row, overrides, extra | {"seed": seed, "eval_samples": len(heldout), "save_every": 0,
-                                                  "output_dir": str(out / f"{ROWS[row]}-seed{seed}")})
+                                                  "output_dir": str(out / f"{slug(row)}-seed{seed}")})
         model = FaVChatForConditionalGeneration.from_pretrained(checkpoint)
         trainer = RLTrainer(cfg, model=model, processor=processor, train_samples=pool, eval_samples=heldout,
                             load_video=videos)
@@ -135,7 +143,7 @@ def main() -> None:
     share = max(1, round(de_cfg.pool_fraction * len(pool)))
     per_round = -(-de_cfg.round_passes * share // de_cfg.batch_size)
     total = de_cfg.num_rounds * per_round
-    print(f"pool: {len(pool)} train descriptions (DE-GRPO's share {share}); held-out: {len(heldout)} val "
+    print(f"pool: {len(pool)} train descriptions (DE-GRPO's share {share}); held-out: {len(heldout)} {args.split} "
           f"descriptions; every RL row: {total} steps of {de_cfg.batch_size} samples x G={de_cfg.num_generations}")
 
     results: dict[str, list[dict]] = {}
@@ -150,7 +158,8 @@ def main() -> None:
                   f"in {r['wall_s']:.0f} s")
 
     before = statistics.mean(r["heldout"][0] for rs in results.values() for r in rs)
-    print(f"\nTable 4 on FaceSynth ({len(heldout)} held-out val descriptions, greedy; facial reward at uniform λ)")
+    print(f"\nTable 4 on FaceSynth ({len(heldout)} held-out {args.split} descriptions, greedy; facial reward at "
+          "uniform λ)")
     print(f"{'row':<17} | {'pool':>5} | {'held-out before':>15} | {'after RL (mean ± sd)':>21} | per seed | verdict")
     for row, rs in results.items():
         after = [r["heldout"][-1] for r in rs]

@@ -172,20 +172,64 @@ def test_config_rejects_bad_combinations():
     assert (c.beta, c.tau_low, c.tau_high, c.gamma, c.clip_eps, c.beta_kl) == (0.8, 0.2, 0.8, 0.5, 0.2, 0.01)
 
 
-def test_lora_policy_uses_the_adapter_disabled_base_as_reference(tmp_path, samples):
+def _trained_lora_model():
+    """The tiny model with LoRA on its LLM whose B matrices are not zero, as stage 3 leaves them."""
     from favchat.model.lora import apply_lora
 
     model, proc = _tiny()
     apply_lora(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model, proc
+
+
+def _ref_and_policy_logps(tr, samples):
+    batch = tr._prompt_batch(samples[:2])
+    feats, prompt, ids, mask = tr._rollouts(batch, 2)
+    with torch.no_grad():
+        policy = tr._forward_logps(tr._policy(), feats, prompt, ids, mask, False)[0]
+    return tr._ref_logps(feats, prompt, ids, mask), policy, (feats, prompt, ids, mask)
+
+
+@pytest.mark.parametrize("trainable", [["language_model"], ["projector", "face_qformer", "language_model"]])
+def test_lora_reference_is_the_start_with_adapters_off_and_no_model_copy(tmp_path, samples, trainable):
+    model, proc = _trained_lora_model()
+    start = copy.deepcopy(model).eval()
     cfg = RLConfig(output_dir=str(tmp_path), num_generations=3, batch_size=2, max_new_tokens=6, max_steps=2,
-                   save_every=0, trainable=["language_model"], learning_rate=1e-2)
+                   save_every=0, trainable=trainable, learning_rate=1e-2)
     tr = RLTrainer(cfg, model=model, processor=proc, train_samples=samples)
-    assert tr.ref_mode == "disable_adapter" and tr.reference is None
+    ref = tr.reference
+    # stage 3's adapters folded into the base: the same policy; the adapters restart at B = 0
+    assert ref.adapters_off and not any("lora_" in n for n in ref.copies)
+    assert sorted({n.split(".")[0] for n in ref.copies}) == sorted(c for c in trainable if c != "language_model")
+    assert all(t.dtype == torch.bfloat16 for t in ref.copies.values())
+    assert all(torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B" in n)
+    ref_lp, policy_lp, (feats, prompt, ids, mask) = _ref_and_policy_logps(tr, samples)
+    with torch.no_grad():
+        start_lp = tr._forward_logps(start, feats, prompt, ids, mask, False)[0]
+    assert torch.allclose(policy_lp, start_lp, atol=1e-5)
+    assert torch.allclose(ref_lp, start_lp, atol=2e-2)  # bf16 copies of the small components
     assert all("lora_" in n for n in tr.probe_names)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     tr.train()
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
-    assert changed and all("lora_" in n for n in changed)
+    assert changed and all(n.split(".")[0] in trainable and ("lora_" in n or not n.startswith("language_model"))
+                           for n in changed)
+    ref_after, policy_after, _ = _ref_and_policy_logps(tr, samples)
+    assert not torch.allclose(ref_after, policy_after, atol=1e-3)  # the policy moved, the reference did not
+    ref_lp2 = tr._ref_logps(feats, prompt, ids, mask)
+    assert torch.allclose(ref_lp2, ref_lp, atol=1e-6)
+
+
+def test_full_llm_reference_is_a_bf16_copy_of_the_trainable_parts(tmp_path, samples):
+    tr = _trainer(tmp_path, samples, max_steps=1)
+    model = tr._policy()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not tr.reference.adapters_off and set(tr.reference.copies) == trainable
+    towers = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("general_encoder", "face_encoder")))
+    assert towers and tr.reference.nbytes() == 2 * sum(p.numel() for n, p in model.named_parameters() if n in trainable)
 
 
 def test_several_policy_updates_per_batch(tmp_path, samples):

@@ -20,7 +20,6 @@ from typing import Any
 ALGORITHMS = ("de_grpo", "grpo")
 REWARDS = ("facial", "format_length")
 BACKENDS = ("lexicon", "embedding")
-REFERENCES = ("auto", "frozen_copy", "disable_adapter")
 QUESTION_TYPES = ("attribute", "action", "emotion", "description")  # the QA types the facial reward scores
 
 
@@ -87,8 +86,6 @@ class RLConfig:
                                "language_model"], "Model components trained by RL (stage 3's set; with LoRA, "
                               "language_model means its LoRA weights). The vision towers stay frozen.")
     kl_is_correction: bool = _f(False, "Multiply the k3 KL by the importance ratio (TRL's use_bias_correction_kl).")
-    reference: str = _f("auto", "Reference policy: frozen_copy (a frozen deep copy), disable_adapter (the LoRA-"
-                        "disabled base; needs a PEFT language model), auto (disable_adapter when possible).")
     # --- DE-GRPO (Table 6 and docs/design.md §3)
     beta: float = _f(0.8, "β of the recurrent state h ← βh + (1−β)σ((U−δ)/τ) (Eq. 11).")
     tau: float = _f(0.05, "τ: temperature of the logistic in Eq. 11.")
@@ -121,7 +118,6 @@ class RLConfig:
         need(self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         need(self.reward in REWARDS, f"reward must be one of {REWARDS}, got {self.reward!r}")
         need(self.reward_backend in BACKENDS, f"reward_backend must be one of {BACKENDS}, got {self.reward_backend!r}")
-        need(self.reference in REFERENCES, f"reference must be one of {REFERENCES}, got {self.reference!r}")
         need(self.num_generations >= 2, "num_generations must be ≥ 2: a group of one response has no pairs and no std")
         need(self.batch_size >= 1, "batch_size must be ≥ 1")
         need(0.0 < self.temperature, "temperature must be > 0 (rollouts are sampled)")

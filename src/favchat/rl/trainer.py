@@ -29,7 +29,6 @@ process, the per-sample state, λ, and the position inside the round, so ``resum
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from favchat.rl import rewards as rw
 from favchat.rl.config import RLConfig
 from favchat.rl.data import RLSample, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
+from favchat.rl.reference import ReferencePolicy
 from favchat.rl.state import SampleState
 from favchat.rl.value_head import ValueHead
 from favchat.train.determinism import deterministic_kernels
@@ -79,29 +79,12 @@ def token_logps(logits: torch.Tensor, ids: torch.Tensor, prompt_len: int, temper
     return lg.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, -1)  # (N, T)
 
 
-@contextlib.contextmanager
-def lora_disabled(module: torch.nn.Module):
-    """The LoRA layers injected by ``favchat.model.lora`` switched off (the base model), then back on."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-    if not layers:
-        raise ValueError("reference: disable_adapter, but the language model has no LoRA layers")
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.enable_adapters(True)
-
-
 class RLTrainer:
     """DE-GRPO / GRPO over an RL pool. Give a config; optionally a ready model, processor and samples
     (tests and the benchmark do), else they load from ``config.model_path`` / ``config.train_manifest``.
 
     Resuming needs the same starting model (the same ``model_path``, or an equal injected model): the
-    reference policy is a frozen copy of the starting model, not of the checkpoint.
+    reference policy is the starting model, not the checkpoint (``favchat.rl.reference``).
     """
 
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
@@ -137,7 +120,8 @@ class RLTrainer:
         if frozen_towers:
             raise ValueError(f"RL keeps the vision towers frozen (stage-3 schedule); remove {frozen_towers} from "
                              "trainable")
-        self.reference, self.ref_mode = self._make_reference(model)
+        # before anything wraps the model: it may fold the LLM's adapters (the same function) into its base
+        self.reference = ReferencePolicy(model) if cfg.beta_kl != 0.0 else None
         self.probe_names = [n for n, _ in probe_parameters(model, cfg.probe)] if cfg.utility_on else []
 
 
@@ -155,8 +139,7 @@ class RLTrainer:
         else:
             self.model, self.optimizer = self.acc.prepare(model, optimizer)
         if self.reference is not None:
-            self.reference.to(self.acc.device)
-        # Hooks go on after the reference copy was made, so the reference carries none.
+            self.reference.copies = {n: t.to(self.acc.device) for n, t in self.reference.copies.items()}
         self.capture = ProbeCapture(self._policy(), self.probe_names) if cfg.utility_on else None
         # position: round, steps taken in it, passes started in it, the current pass's order and place in it
         self.step, self.round, self.round_step, self.passes, self.order, self.pos = 0, 0, 0, 0, None, 0
@@ -188,25 +171,6 @@ class RLTrainer:
         config = FaVChatConfig.from_preset(cfg.preset)
         processor = FaVChatProcessor.from_config(config)
         return FaVChatForConditionalGeneration(config), processor
-
-    def _make_reference(self, model):
-        cfg = self.cfg
-        if cfg.beta_kl == 0.0:
-            return None, "none"
-        lora_only = bool(getattr(model.config, "lora", None)) and all(
-            "lora_" in n for n, p in model.named_parameters() if p.requires_grad)
-        mode = cfg.reference
-        if mode == "auto":
-            mode = "disable_adapter" if lora_only else "frozen_copy"
-        if mode == "disable_adapter":
-            if not lora_only:
-                raise ValueError("reference: disable_adapter needs a LoRA language model whose LoRA weights are "
-                                 "the only trainable parameters; use reference: frozen_copy")
-            return None, mode
-        ref = copy.deepcopy(model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref, mode
 
     # ------------------------------------------------------------------ batches
     def _video(self, sample: RLSample):
@@ -260,6 +224,7 @@ class RLTrainer:
         return torch.nan_to_num(reward, nan=0.0), scores
 
     def _forward_logps(self, model, feats, prompt, ids, mask, hidden: bool):
+        """``model``: the policy, or the reference's forward function."""
         input_ids = torch.cat([prompt["input_ids"], ids], 1)  # (N, L+T)
         attn = torch.cat([prompt["attention_mask"], mask], 1)  # (N, L+T)
         out = model(input_ids=input_ids, attention_mask=attn, question_ids=prompt["question_ids"],
@@ -269,13 +234,10 @@ class RLTrainer:
 
     @torch.no_grad()
     def _ref_logps(self, feats, prompt, ids, mask) -> torch.Tensor | None:
-        if self.ref_mode == "none":
+        if self.reference is None:
             return None
-        if self.ref_mode == "disable_adapter":
-            policy = self._policy()
-            with lora_disabled(policy.language_model):
-                return self._forward_logps(policy, feats, prompt, ids, mask, False)[0]
-        return self._forward_logps(self.reference, feats, prompt, ids, mask, False)[0]
+        with self.reference.forward_fn(self._policy()) as reference:
+            return self._forward_logps(reference, feats, prompt, ids, mask, False)[0]
 
     # ------------------------------------------------------------------ DE-GRPO utility
     def _sensitivity(self, seq_logp: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -495,7 +457,8 @@ class RLTrainer:
         if self.acc.is_main_process and cfg.num_rounds:
             log.info("RL %s%s: pool %d samples, %d round(s) of %d steps, G=%d, %d process(es), reference=%s, "
                      "probe=%s", cfg.algorithm, "" if cfg.utility_on or not cfg.critic_on else " (w.o. RD)",
-                     len(self.pool), cfg.num_rounds, per_round, cfg.num_generations, world, self.ref_mode,
+                     len(self.pool), cfg.num_rounds, per_round, cfg.num_generations, world,
+                     self.reference.describe() if self.reference else "none (beta_kl 0)",
                      self.probe_names)
         done = False
         last = None
