@@ -276,7 +276,8 @@ def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, fac
     def trainer(out, save_every=0):
         model, proc = describer
         # only the scale is reduced (shorter responses); the mechanism runs at its defaults
-        cfg = RLConfig(output_dir=str(out), max_new_tokens=16, save_every=save_every, deterministic=True)
+        cfg = RLConfig(output_dir=str(out), max_new_tokens=16, save_every=save_every, deterministic=True,
+                       num_workers=0)
         return RLTrainer(cfg, model=copy.deepcopy(model), processor=proc, train_samples=pool)
 
     straight = trainer(tmp_path / "a", save_every=7)  # also a checkpoint at step 7, inside round 2
@@ -296,3 +297,28 @@ def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, fac
     for (n, p), (_, q) in zip(straight._policy().named_parameters(), resumed._policy().named_parameters(), strict=True):
         assert torch.equal(p, q), n
     assert torch.equal(straight.weights.eta, resumed.weights.eta)
+
+
+def test_video_lru_keeps_the_most_recent_clips(samples):
+    from favchat.rl.data import VideoLRU
+
+    decoded = []
+    lru = VideoLRU(lambda path, frame_range: decoded.append(path) or str(path), size=2)
+    a, b, c = samples[0], samples[1], samples[2]
+    lru(a), lru(b), lru(a), lru(c)  # c pushes out b, the least recently used
+    assert lru.get(b) is None and lru.get(a) is not None and len(lru) == 2
+    lru(b)
+    assert len(decoded) == 4  # a, b, c, then b again
+    none = VideoLRU(lambda path, frame_range: str(path), size=0)
+    assert none(a) is not None and len(none) == 0
+
+
+def test_videos_decoded_in_workers_train_the_same(tmp_path, samples):
+    runs = []
+    for workers in (0, 2):
+        tr = _trainer(tmp_path / str(workers), samples, max_steps=2, num_workers=workers, video_cache_size=1)
+        tr.train()
+        runs.append(tr)
+    for (n, p), (_, q) in zip(runs[0]._policy().named_parameters(), runs[1]._policy().named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert len(runs[1].videos) == 1

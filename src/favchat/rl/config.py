@@ -50,6 +50,10 @@ class RLConfig:
     question_types: list[str] = _f(list(QUESTION_TYPES), "QA types of the manifest that become RL samples "
                                    f"(any of {list(QUESTION_TYPES)}; rl/data.py); eval_manifest's held-out "
                                    "samples too.")
+    num_workers: int = _f(2, "DataLoader workers that decode the next batches' videos (and find their faces) while "
+                          "the trainer works on this one (0: in the training process).")
+    video_cache_size: int = _f(512, "Decoded clips kept in memory for later visits, least recently used out first "
+                               "(~3.6 MB a clip at the paper preset's frames; 0: none).")
     output_dir: str = _f("runs/rl", "Where checkpoints, the CSV log and the plots go.")
     seed: int = _f(0, "Seed of sampling, shuffling and initialisation.")
     deterministic: bool = _f(False, "Deterministic kernels only (train/determinism.py): on a GPU, runs with one seed "
@@ -123,6 +127,7 @@ class RLConfig:
         need(0.0 < self.temperature, "temperature must be > 0 (rollouts are sampled)")
         need(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
         need(self.max_new_tokens >= 1, "max_new_tokens must be ≥ 1")
+        need(self.num_workers >= 0 and self.video_cache_size >= 0, "num_workers and video_cache_size must be ≥ 0")
         need(0.0 < self.pool_fraction <= 1.0, "pool_fraction must be in (0, 1]")
         need(0.0 <= self.beta < 1.0, "beta must be in [0, 1): h ← βh + (1−β)σ(·)")
         need(self.tau > 0.0, "tau (the logistic temperature) must be > 0")

@@ -32,18 +32,18 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from favchat.data.datasets import MemoizedLoader
 from favchat.data.taxonomy import GROUPS
 from favchat.rl import de_grpo as E
 from favchat.rl import rewards as rw
 from favchat.rl.config import RLConfig
-from favchat.rl.data import RLSample, load_pool, subset
+from favchat.rl.data import PoolVideos, RLSample, VideoLRU, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
 from favchat.rl.reference import ReferencePolicy
 from favchat.rl.state import SampleState
@@ -143,8 +143,8 @@ class RLTrainer:
         self.capture = ProbeCapture(self._policy(), self.probe_names) if cfg.utility_on else None
         # position: round, steps taken in it, passes started in it, the current pass's order and place in it
         self.step, self.round, self.round_step, self.passes, self.order, self.pos = 0, 0, 0, 0, None, 0
-        # decoded once per process: later visits reuse the small uint8 arrays (a caller's loader: shared with its runs)
-        self.load_video = load_video or MemoizedLoader(self.processor.load_video)
+        # decoded clips kept for later visits (load_video: a caller's decoder, e.g. one shared with its other runs)
+        self.videos = VideoLRU(load_video or self.processor.load_video, cfg.video_cache_size)
         self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
         self._logger = None
 
@@ -173,17 +173,36 @@ class RLTrainer:
         return FaVChatForConditionalGeneration(config), processor
 
     # ------------------------------------------------------------------ batches
-    def _video(self, sample: RLSample):
-        return self.load_video(sample.clip.video_path, sample.clip.frame_range)
-
     def preload_videos(self) -> None:
-        """Decode every pool and held-out video now (timings then measure training, not decoding)."""
+        """Decode every pool and held-out video now, as far as the cache holds them (timings then measure
+        training, not decoding)."""
         for s in tqdm(self.pool + self.eval_pool, desc="decode videos", disable=not self.acc.is_main_process):
-            self._video(s)
+            self.videos(s)
 
-    def _prompt_batch(self, samples: list[RLSample]) -> dict[str, torch.Tensor]:
-        batch = self.processor([self._video(s) for s in samples], [s.question for s in samples])
+    def _prompt_batch(self, samples: list[RLSample], videos: list | None = None) -> dict[str, torch.Tensor]:
+        videos = videos if videos is not None else [self.videos(s) for s in samples]
+        batch = self.processor(videos, [s.question for s in samples])
         return {k: v.to(self.acc.device) for k, v in batch.items()}
+
+    def _pass_batches(self) -> Iterator[tuple[list[int], list]]:
+        """This process's batches of the current pass from ``pos`` on: (pool indices, decoded videos), the
+        videos decoded ahead in ``num_workers`` DataLoader workers; what they decode joins the cache."""
+        gbs, b, rank = self.cfg.batch_size * self.acc.num_processes, self.cfg.batch_size, self.acc.process_index
+        order, local = self.order, []
+        for pos in range(self.pos, len(order), gbs):
+            take = order[pos: pos + gbs]
+            if len(take) < gbs:  # fill the pass's last batch from its start so every rank has B samples
+                take = torch.cat([take, order.repeat(math.ceil(gbs / len(order)))[: gbs - len(take)]])
+            local += take[rank * b: (rank + 1) * b].tolist()
+        # a generator of its own: a DataLoader draws its workers' seed from the global RNG otherwise, and a run
+        # resumed mid-pass (its loader started at the resume point) would then sample other rollouts
+        loader = torch.utils.data.DataLoader(PoolVideos(self.pool, self.videos), batch_size=b, sampler=local,
+                                             num_workers=self.cfg.num_workers, collate_fn=list,
+                                             generator=torch.Generator())
+        for items in loader:
+            for i, video in items:
+                self.videos.put(self.pool[i], video)
+            yield [i for i, _ in items], [v for _, v in items]
 
     def _policy(self):
         return self.acc.unwrap_model(self.model)
@@ -271,12 +290,13 @@ class RLTrainer:
         return h[rows], decay[rows]
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, idx: list[int]) -> dict[str, float]:
+    def train_step(self, idx: list[int], videos: list | None = None) -> dict[str, float]:
+        """One optimizer step on pool samples ``idx`` (this process's share), their decoded ``videos`` if given."""
         cfg, g = self.cfg, self.cfg.num_generations
         t0 = time.perf_counter()
         samples = [self.pool[i] for i in idx]
         b = len(samples)
-        batch = self._prompt_batch(samples)
+        batch = self._prompt_batch(samples, videos)
         feats, prompt, ids, mask = self._rollouts(batch, g)
         texts = self._decode(ids, mask)
         reward, scores = self._rewards(samples, texts, g)  # (N,), (N, 3)
@@ -451,8 +471,7 @@ class RLTrainer:
             self.load(resume)
         else:  # the starting model's held-out reward: Table 4's 'w.o. RL' row, and where each curve starts
             self._log({"round": 0.0, "heldout_reward": self.evaluate()})
-        gbs = cfg.batch_size * self.acc.num_processes
-        world, rank = self.acc.num_processes, self.acc.process_index
+        gbs, world = cfg.batch_size * self.acc.num_processes, self.acc.num_processes
         per_round = self.steps_per_round()
         if self.acc.is_main_process and cfg.num_rounds:
             log.info("RL %s%s: pool %d samples, %d round(s) of %d steps, G=%d, %d process(es), reference=%s, "
@@ -461,7 +480,7 @@ class RLTrainer:
                      self.reference.describe() if self.reference else "none (beta_kl 0)",
                      self.probe_names)
         done = False
-        last = None
+        last = batches = None
         while self.round < cfg.num_rounds and not done:
             if cfg.max_steps and self.step >= cfg.max_steps:  # stopped at a round's end: that round saved it
                 break
@@ -472,17 +491,15 @@ class RLTrainer:
                     done = True
                     break
                 if self.order is None or self.pos >= len(self.order):
-                    self.order, self.pos = self._pass_order(), 0
+                    self.order, self.pos, batches = self._pass_order(), 0, None
                     self.passes += 1
                 if len(self.order) == 0:
                     log.info("round %d: the pool is empty; stopping", self.round + 1)
                     done = True
                     break
-                take = self.order[self.pos: self.pos + gbs]
-                if len(take) < gbs:  # fill the pass's last batch from its start so every rank has B samples
-                    take = torch.cat([take, self.order.repeat(math.ceil(gbs / len(self.order)))[: gbs - len(take)]])
-                local = take[rank * cfg.batch_size: (rank + 1) * cfg.batch_size].tolist()
-                row = {"round": float(self.round), **self.train_step(local)}
+                if batches is None:
+                    batches = self._pass_batches()
+                row = {"round": float(self.round), **self.train_step(*next(batches))}
                 self.pos += gbs
                 self.step += 1
                 self.round_step += 1
@@ -499,7 +516,7 @@ class RLTrainer:
                 break
             self._log({"round": float(self.round), "heldout_reward": self.evaluate()})
             self.round += 1
-            self.round_step, self.passes, self.order, self.pos = 0, 0, None, 0
+            self.round_step, self.passes, self.order, self.pos, batches = 0, 0, None, 0, None
             last = self.save()
             if self.acc.is_main_process:
                 from favchat.rl.plots import plot_round_curves
