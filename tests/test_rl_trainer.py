@@ -322,3 +322,13 @@ def test_videos_decoded_in_workers_train_the_same(tmp_path, samples):
     for (n, p), (_, q) in zip(runs[0]._policy().named_parameters(), runs[1]._policy().named_parameters(), strict=True):
         assert torch.equal(p, q), n
     assert len(runs[1].videos) == 1
+
+
+def test_metrics_csv_widens_for_the_training_rows_after_the_heldout_row(tmp_path):
+    from favchat.train.metrics_log import MetricsLogger, read_metrics
+
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log(0, {"round": 0.0, "heldout_reward": 0.5})  # the RL run's first row: the start's held-out reward
+    logger.log(1, {"round": 0.0, "reward": 0.25, "kl": 0.125})
+    assert read_metrics(tmp_path / "metrics.csv") == [{"step": 0, "round": 0.0, "heldout_reward": 0.5},
+                                                      {"step": 1, "round": 0.0, "reward": 0.25, "kl": 0.125}]

@@ -227,8 +227,10 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
                  len(clips), len(labels), len(exclusive), len(event_labels))
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
-                              num_training_steps=cfg.optim.max_steps)
+    # The prepared scheduler steps once per process at each optimizer step: its schedule is counted in those.
+    scheduler = get_scheduler(cfg.optim.scheduler, optimizer,
+                              num_warmup_steps=cfg.optim.warmup_steps * accelerator.num_processes,
+                              num_training_steps=cfg.optim.max_steps * accelerator.num_processes)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
     load_video = (video_cache or VideoCache()).loader(processor) if cfg.data.cache_videos else processor.load_video
     dataset = _ClipLabels(clips, load_video, labels, event_labels, cfg.data.on_error)

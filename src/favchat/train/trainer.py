@@ -109,7 +109,7 @@ def train(cfg: TrainConfig, resume: bool = False, video_cache: VideoCache | None
 def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> TrainResult:
     from accelerate import Accelerator, DistributedType
     from accelerate.data_loader import prepare_data_loader
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from transformers import get_scheduler
 
     from favchat.data.datasets import (
@@ -121,11 +121,14 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
         VideoCache,
     )
     from favchat.data.taxonomy import LABELS
+    from favchat.model.vision import HFVisionTower
 
     out = Path(cfg.output_dir)
+    # DDP's settings are read when the model is prepared, once the stage's trainable parameters are known.
+    ddp = DistributedDataParallelKwargs()
     # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
     accelerator = Accelerator(mixed_precision=cfg.precision, gradient_accumulation_steps=cfg.optim.grad_accum,
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     set_seed(cfg.seed)
     main = accelerator.is_main_process
 
@@ -162,6 +165,10 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
         if accelerator.distributed_type == DistributedType.FSDP or (ds_plugin and ds_plugin.zero_stage == 3):
             raise SetupError("cache_frozen_towers needs unsharded tower weights: not under FSDP or ZeRO-3")
     trainable = apply_schedule(model, cfg)
+    # A trainable HF tower computes more than the levels read (Swin's final layernorm): DDP must look for
+    # parameters without a gradient, or it waits for them and fails at the next step.
+    ddp.find_unused_parameters = any(p.requires_grad for tower in (model.general_encoder, model.face_encoder)
+                                     if isinstance(tower, HFVisionTower) for p in tower.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if main:
         log.info("stage %d: %d trainable tensors (%.2fM params) in %s", cfg.stage, len(trainable), n_train / 1e6,
@@ -170,8 +177,10 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None) -> Tr
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=cfg.optim.warmup_steps,
-                              num_training_steps=cfg.optim.max_steps)
+    # The prepared scheduler steps once per process at each optimizer step: its schedule is counted in those.
+    scheduler = get_scheduler(cfg.optim.scheduler, optimizer,
+                              num_warmup_steps=cfg.optim.warmup_steps * accelerator.num_processes,
+                              num_training_steps=cfg.optim.max_steps * accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     cache = None
     if use_cache:
