@@ -55,10 +55,11 @@ class DataSection:
 @dataclass
 class LoraSection:
     stages: list[int] = field(default_factory=lambda: [3])  # stages whose LLM trains through LoRA
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # None: the preset's lora_defaults (model/presets.py); a value that differs from the preset's is logged
+    r: int | None = None
+    alpha: int | None = None
+    dropout: float | None = None
+    target_modules: list[str] | None = None
 
 
 @dataclass

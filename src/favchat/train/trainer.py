@@ -68,8 +68,12 @@ def apply_schedule(model: torch.nn.Module, cfg: TrainConfig) -> list[str]:
     from favchat.model.lora import apply_lora
 
     if cfg.use_lora and not model.config.lora:
-        apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                   target_modules=cfg.lora.target_modules)
+        preset = model.config.lora_defaults or {}
+        chosen = {k: getattr(cfg.lora, k) for k in ("r", "alpha", "dropout", "target_modules")}
+        for key, value in chosen.items():
+            if value is not None and key in preset and value != preset[key]:
+                log.warning("lora.%s = %s overrides the %s preset's %s", key, value, model.config.preset, preset[key])
+        apply_lora(model, **chosen)
     present = model.component_parameters()
     missing = [c for c in cfg.trainable if c not in present and c not in OPTIONAL_COMPONENTS]
     if missing:
