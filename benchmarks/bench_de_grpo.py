@@ -47,7 +47,7 @@ EXTRA_ROWS = {"GRPO (facial reward)": {"algorithm": "grpo", "reward": "facial"}}
 def row_config(row: str, overrides: dict, extra: dict | None = None):
     """The base config, the benchmark's overrides, then the row's switches (they define the row) and the row's
     own settings (``extra``), as ``favchat rl --config BASE --config ROW`` reads them."""
-    from favchat.config_io import load_config
+    from favchat.config import load_config
     from favchat.rl.config import RLConfig
 
     switches = EXTRA_ROWS[row] if row in EXTRA_ROWS else yaml.safe_load(

@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from favchat.config_io import load_config
+    from favchat.config import load_config
     from favchat.data.synth import SynthConfig, generate
     from favchat.demo import load_demo_config
     from favchat.train.config import DEFAULT_SCHEDULE, ModelSection, TrainConfig

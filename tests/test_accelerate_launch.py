@@ -48,7 +48,7 @@ def _lrs(out: Path) -> dict[int, float]:
 
 
 def _train_args(tmp_path: Path, manifest: Path, stage: int, name: str, *extra: str) -> list[str]:
-    return ["train", "--stage", str(stage), "--config", f"configs/train/tiny_stage{stage}.yaml",
+    return ["train", "--config", f"configs/train/tiny_stage{stage}.yaml", "--stage", str(stage),
             "--output_dir", str(tmp_path / name), "--data.train_manifest", str(manifest),
             "--data.num_workers", "0", "--optim.max_steps", "6", "--optim.batch_size", "2",
             "--optim.warmup_steps", "2", "--log_every", "1", "--save_every", "100", *extra]

@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader
 from favchat.data.datasets import (
     Collator,
     EmotionQADataset,
-    LabelReadingDataset,
     MemoizedLoader,
     QADataset,
     RLDataset,
@@ -20,12 +19,10 @@ from favchat.data.datasets import (
     Skipped,
     SummaryDataset,
     VideoCache,
-    label_phrases,
-    slot_phrases,
 )
 from favchat.data.manifest import read_manifest
 from favchat.data.synth import SynthConfig, generate
-from favchat.data.taxonomy import BY_NAME, LABELS_BY_GROUP, mentioned_labels
+from favchat.data.taxonomy import LABELS_BY_GROUP, mentioned_labels
 from favchat.data.video import VideoDecodeError
 
 
@@ -63,91 +60,6 @@ def test_samples_per_stage(manifest: Path, processor):
     assert item["answer"] == clips[0].summary and item["labels"] == clips[0].labels
     assert item["video"].general.shape == (processor.num_general_frames, processor.image_size, processor.image_size, 3)
     assert QADataset(manifest, processor.load_video, qa_types=["yesno"]).samples[0].qa_type == "yesno"
-
-
-def test_label_reading_puts_each_clips_labels_in_the_video_slots(manifest: Path, processor):
-    def no_decoding(path, frame_range=None):
-        raise AssertionError("stage 0 must not decode videos")
-
-    clips = read_manifest(manifest)
-    ds = LabelReadingDataset(manifest, no_decoding)
-    assert len(ds) == sum(len(c.qa) + 1 for c in clips)  # every QA pair and the summary of each clip
-    clip = next(c for c in clips if len(c.labels["action"]) >= 2 and c.events)
-    phrases = label_phrases(clip)
-    assert phrases[:len(clip.labels["appearance"])] == [BY_NAME[n].phrase for n in clip.labels["appearance"]]
-    first = {}
-    for e in clip.events:
-        first.setdefault(e.label, e.start)
-    by_phrase = {lab.phrase: name for name, lab in BY_NAME.items()}
-    acts = phrases[len(clip.labels["appearance"]):-1]
-    assert [first[by_phrase[a]] for a in acts] == sorted(first[a] for a in clip.labels["action"])
-    assert phrases[-1] == BY_NAME[clip.labels["emotion"][0]].phrase
-    items = [ds[i] for i in range(len(ds)) if ds.samples[i].clip.id == clip.id]
-    assert all(sorted(it["phrases"]) == sorted(phrases) and it["video"] is None for it in items)
-    assert len({tuple(it["phrases"]) for it in items}) > 1  # each sample its own order
-    again = LabelReadingDataset(manifest, no_decoding)
-    assert [again[i]["phrases"] for i in range(len(ds))] == [ds[i]["phrases"] for i in range(len(ds))]
-
-    batch = Collator(processor)([ds[0], ds[1], ds[2]])
-    inputs = batch["inputs"]
-    assert "general_pixel_values" not in inputs and "face_pixel_values" not in inputs
-    n_q = processor.num_query_tokens
-    assert inputs["slot_ids"].shape[:2] == (3, n_q) and inputs["slot_mask"].shape == inputs["slot_ids"].shape
-    for b in range(3):
-        shown = ds[b]["phrases"][:n_q]
-        assert inputs["slot_mask"][b].any(-1).sum() == len(shown)
-        for k, phrase in enumerate(shown):
-            ids = inputs["slot_ids"][b, k][inputs["slot_mask"][b, k].bool()].tolist()
-            assert processor.tokenizer.decode(ids) == " " + phrase
-
-
-def test_label_slots_give_each_label_its_own_slot(manifest: Path, processor):
-    """With the model's label slots, stage 0 reads and stages 1-3 are told one fixed slot per label, filled
-    when the clip shows the label and the answer asserts it."""
-    clips = read_manifest(manifest)
-    layout = ["black_hair", "blond_hair", "brown_hair", "gray_hair", "long_hair", "happy", "nod", "eyeglasses"]
-    clip = clips[0]
-    shown = set(clip.all_labels)
-    expected = [BY_NAME[n].phrase if n in shown else "" for n in layout]
-    assert slot_phrases(clip.labels, layout) == expected and any(expected) and not all(expected)
-    assert not any(slot_phrases(clip.labels, layout, "No, the person does not nod."))
-    hair = next(n for n in layout[:4] if n in shown)  # the clip's hair colour, asserted by the answer
-    assert slot_phrases(clip.labels, layout, f"The person has {BY_NAME[hair].phrase}.") == [
-        BY_NAME[n].phrase if n == hair else "" for n in layout]
-
-    reading = LabelReadingDataset(manifest, processor.load_video)
-    with_video = QADataset(manifest, processor.load_video)
-    collate = Collator(processor, slot_labels=layout)
-    for ds, key in ((reading, "slot"), (with_video, "target_slot")):
-        items = [ds[i] for i in range(3)]
-        inputs = collate(items)["inputs"]
-        ids, mask = inputs[f"{key}_ids"], inputs[f"{key}_mask"]
-        assert ids.shape[:2] == (3, processor.num_query_tokens)
-        for b, it in enumerate(items):
-            padded = slot_phrases(it["labels"], layout, it["answer"]) + [""] * (ids.shape[1] - len(layout))
-            for k, phrase in enumerate(padded):
-                got = ids[b, k][mask[b, k].bool()].tolist()
-                assert (processor.tokenizer.decode(got) if got else "") == (" " + phrase if phrase else "")
-    assert "slot_ids" not in collate([with_video[0]])["inputs"]
-    assert "target_slot_ids" not in Collator(processor)([with_video[0]])["inputs"]  # no layout: no targets
-
-
-def test_phrase_targets_are_the_clips_label_phrases(manifest: Path, processor):
-    """Without label slots, stages 1-3 are told every label phrase of the clip (the set stage 0 read, in
-    any slot); stage 0's own slots are unchanged."""
-    by_id = {c.id: c for c in read_manifest(manifest)}
-    with_video = QADataset(manifest, processor.load_video)
-    collate = Collator(processor, phrase_targets=True)
-    items = [with_video[i] for i in range(3)]
-    inputs = collate(items)["inputs"]
-    ids, mask = inputs["target_slot_ids"], inputs["target_slot_mask"]
-    for b, it in enumerate(items):
-        got = [processor.tokenizer.decode(ids[b, k][mask[b, k].bool()].tolist()).strip()
-               for k in range(ids.shape[1]) if mask[b, k].any()]
-        expected = label_phrases(by_id[it["clip_id"]])[:processor.num_query_tokens]
-        assert sorted(got) == sorted(expected) and got
-    reading = LabelReadingDataset(manifest, processor.load_video)
-    assert "target_slot_ids" not in collate([reading[0]])["inputs"]
 
 
 def test_dataloader_with_workers_and_collator(manifest: Path, processor):

@@ -17,7 +17,7 @@ from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct, b
 @pytest.mark.slow
 def test_demo_quick_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--seed", "3"]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--progress", "false", "--seed", "3"]) == 0
     report = out / "report"
     for name in ("metrics.json", "report.md", "loss.png", "adapter_weights.png"):
         assert (report / name).stat().st_size > 0, name
@@ -43,9 +43,15 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert "slot_loss" in (out / f"stage{k}" / "metrics.csv").read_text().splitlines()[0]
     assert stage0["cache_frozen_towers"] and stage0["data"]["cache_videos"]  # the demo encodes each clip once
     assert "face_encoder" not in stage0["schedule"][1] + stage0["schedule"][2]  # the recipe's schedule, not the default
-    # the slots' phrases are rows of the model's phrase table, which stage 0 trains with the LLM
-    assert stage0["schedule"][0] == ["language_model", "phrase_embeddings"]
-    assert json.loads((out / "stage3" / "final" / "config.json").read_text())["phrase_embeddings"]
+    # the slots' phrases are rows of the recipe's phrase table, which stage 0 trains with the LLM and every
+    # checkpoint after carries beside its model
+    assert stage0["schedule"][0] == ["language_model"]
+    assert (out / "stage3" / "final" / "phrase_table.safetensors").is_file()
+    # the demo's checkpoint loads through transformers' Auto classes
+    from transformers import AutoModel, AutoProcessor
+
+    assert type(AutoProcessor.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatProcessor"
+    assert type(AutoModel.from_pretrained(out / "stage3" / "final")).__name__ == "FaVChatForConditionalGeneration"
     printed = capsys.readouterr().out
     assert "Answer accuracy on held-out identities" in printed and "| attribute |" in printed
     assert "Facial encoder pretraining" in printed and "| blind baseline |" in printed
@@ -62,13 +68,10 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
 
 def test_demo_rejects_a_bad_recipe(tmp_path, capsys):
     bad = tmp_path / "demo.yaml"
-    bad.write_text("stages: {1: {max_steps: 1}, 2: {max_steps: 1}, 3: {max_steps: 1}}\nsynth: {clips: 3}\n")
+    bad.write_text("synth: {clips: 3}\n")
     assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "synth.clips" in capsys.readouterr().err
+    assert "clips" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    bad.write_text("stages: {1: {max_steps: 1}, 2: {max_steps: 1}, 3: {max_steps: 1}}\nschedule: {0: [projector]}\n")
-    assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "schedule names stages [0]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -105,73 +108,56 @@ def test_accuracy_by_type_counts_only_scored_types():
 def test_the_shipped_recipes_load():
     from pathlib import Path
 
-    from favchat.demo import load_demo_config
+    from favchat.demo import load_recipe
 
-    for quick in (False, True):
-        assert load_demo_config(quick).stages
-    smol = load_demo_config(False, str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml"))
-    assert smol.model["preset"] == "smollm2" and sorted(smol.stages) == [1, 2, 3]
-    slots = load_demo_config(False, str(Path(__file__).parents[1] / "configs" / "demo_label_slots.yaml"))
-    assert slots.label_slots and [slots.stages[k].slot_loss_weight > 0 for k in range(4)] == [False, True, True, True]
+    full, quick = load_recipe(), load_recipe(["--quick"])
+    assert sorted(full.stages) == sorted(quick.stages) == [0, 1, 2, 3]
+    assert full.stages[2].optim.max_steps == 700 and quick.stages[2].optim.max_steps == 12
+    assert "num_query_tokens" not in quick.stages[0].model.overrides  # --quick replaces the model, not merges
+    smol = load_recipe(["--config", str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml")])
+    assert smol.face_pretrain.model.preset == "smollm2" and sorted(smol.stages) == [1, 2, 3]
 
 
-def test_label_slots_need_stage_zero_and_the_slot_loss_stages_one_to_three():
-    from pathlib import Path
+def test_the_slot_loss_weighs_stages_one_to_three_only():
+    from favchat.config import ConfigError
+    from favchat.demo import load_recipe
 
-    from favchat.demo import load_demo_config
-
-    smol = str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml")  # no stage 0
-    with pytest.raises(ValueError, match="configure stage 0"):
-        load_demo_config(False, smol, ["--label_slots", "true"])
-    with pytest.raises(ValueError, match="applies to stages 1-3 only"):
-        load_demo_config(False, overrides=["--label_slots", "true", "--stages.0.slot_loss_weight", "1.0"])
-    assert load_demo_config(False, overrides=["--label_slots", "true", "--stages.2.slot_loss_weight", "1.0"]).label_slots
-    assert load_demo_config(False, overrides=["--stages.2.slot_loss_weight", "1.0"]).stages[2].slot_loss_weight == 1
-    with pytest.raises(ValueError, match="stages.2: TrainConfig: slot_noise .* set it for stage 0 only"):
-        load_demo_config(False, overrides=["--stages.2.slot_noise", "0.5"])
-    with pytest.raises(ValueError, match="stages.0: TrainConfig: slot_noise must be >= 0"):
-        load_demo_config(False, overrides=["--stages.0.slot_noise", "-1"])
+    assert load_recipe(["--stages.2.slot_loss_weight", "1.0"]).stages[2].slot_loss_weight == 1
+    with pytest.raises(ConfigError, match="applies to stages 1-3 only"):
+        load_recipe(["--stages.0.slot_loss_weight", "1.0"])
 
 
 def test_the_recipe_resolves_every_run_and_chains_the_checkpoints(tmp_path):
-    from favchat.demo import load_demo_config
+    from favchat.demo import load_recipe
 
-    plan = load_demo_config(False, overrides=["--seed", "4"]).runs(tmp_path)
+    runs = load_recipe(["--seed", "4", "--out", str(tmp_path)]).runs()
     manifest = str(tmp_path / "data" / "manifest.jsonl")
-    assert str(plan.manifest) == manifest and plan.synth.seed == 0  # the clips' seed is synth.seed, not the training's
-    assert plan.face_pretrain.data.train_manifest == manifest and plan.face_pretrain.seed == 4
-    assert list(plan.stages) == [0, 1, 2, 3]
+    face, stages = runs[0], runs[1:]
+    assert face.data.train_manifest == manifest and face.seed == 4
+    assert [s.stage for s in stages] == [0, 1, 2, 3]
     chain = [str(tmp_path / "face_pretrain" / "final")] + [str(tmp_path / f"stage{k}" / "final") for k in range(3)]
-    assert [plan.stages[k].init_from for k in range(4)] == chain
-    assert {(c.data.train_manifest, c.seed) for c in plan.stages.values()} == {(manifest, 4)}
-    assert [plan.stages[k].slot_loss_weight for k in range(4)] == [0.0, 3.0, 3.0, 3.0]
-    assert "face_encoder" not in plan.stages[1].trainable + plan.stages[2].trainable  # the recipe's schedule
+    assert [s.init_from for s in stages] == chain
+    assert {(c.data.train_manifest, c.seed) for c in stages} == {(manifest, 4)}
+    assert [s.slot_loss_weight for s in stages] == [0.0, 3.0, 3.0, 3.0]
+    assert "face_encoder" not in stages[1].trainable + stages[2].trainable  # the recipe's schedule
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    (["--model.overrides.num_query_token", "8"], r"model: unknown FaVChatConfig field\(s\) \['num_query_token'\]"),
-    (["--model.overrides.num_query_tokens", "x"], "model.overrides: a value of the wrong type"),
-    (["--schedule.2", "[bogus]"], r"schedule.2 names unknown components \['bogus'\]"),
-    (["--stages.3.max_steps", "0"], "stages.3: TrainConfig: optim.max_steps"),
-    (["--synth.min_size", "8"], "synth: SynthConfig: need 32 <= min_size"),
+    (["--face_pretrain.model.overrides.num_query_token", "8"],
+     r"model: unknown FaVChatConfig field\(s\) \['num_query_token'\]"),
+    (["--face_pretrain.model.overrides.num_query_tokens", "x"], "model.overrides: a value of the wrong type"),
+    (["--stages.2.schedule", "{2: [bogus]}"], r"schedule.2 names unknown components \['bogus'\]"),
+    (["--stages.3.optim.max_steps", "0"], "optim.max_steps"),
+    (["--stages.3.stage", "2"], "stages.3 trains stage 2"),
+    (["--synth.min_size", "8"], "need 32 <= min_size"),
+    (["--face_pretrain.slot_loss_weight", "1.0"], "slot_loss_weight"),  # a stage key, not the pretraining's
 ])
 def test_a_bad_value_anywhere_in_the_recipe_stops_the_demo_before_it_writes_anything(tmp_path, capsys, override,
                                                                                      message):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--no-progress", *override]) == 2
+    assert main(["demo", "--out", str(out), "--progress", "false", *override]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
-
-
-def test_the_recipe_checks_the_facial_encoder_pretraining_keys():
-    from favchat.config_io import ConfigError
-    from favchat.demo import load_demo_config
-
-    assert load_demo_config(False, overrides=["--face_pretrain.event_loss_weight", "1.0"]).face_pretrain.event_loss_weight == 1
-    with pytest.raises(ValueError, match="event_loss_weight must be >= 0"):
-        load_demo_config(False, overrides=["--face_pretrain.event_loss_weight", "-1"])
-    with pytest.raises(ConfigError, match="slot_loss_weight"):  # a stage key, not one of the encoder's pretraining
-        load_demo_config(False, overrides=["--face_pretrain.slot_loss_weight", "1.0"])
 
 
 def test_the_blind_baseline_answers_each_question_as_training_most_often_did():

@@ -12,8 +12,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from favchat.data.synth.generate import SynthConfig, render_clip
 from favchat.data.video import probe, write_video
-from favchat.eval import benchmarks as bm
-from favchat.eval import protocols as pr
+from favchat.eval import benchmarks, protocols
 from favchat.eval.predict import Request, VideoRef, predict, read_predictions
 
 CFG = SynthConfig(min_frames=8, max_frames=8, min_size=32, max_size=32)
@@ -51,21 +50,21 @@ class ScriptedPredictor:
 
 
 def test_emotion_folder_describe_then_classify(dfew_root, tmp_path):
-    samples = bm.load_emotion_folder(dfew_root, bm.DFEW_CLASSES)
-    assert len(samples) == 14 and {s.label for s in samples} == set(bm.DFEW_CLASSES)
+    samples = benchmarks.load_emotion_folder(dfew_root, benchmarks.DFEW_CLASSES)
+    assert len(samples) == 14 and {s.label for s in samples} == set(benchmarks.DFEW_CLASSES)
     rng = np.random.default_rng(0)
     words = {"happy": "joyful", "sad": "sorrowful", "neutral": "calm", "angry": "furious", "surprise": "astonished",
              "disgust": "revolted", "fear": "terrified"}
     plan, descriptions = {}, {}
     for s in samples:
-        guess = s.label if rng.random() < 0.6 else str(rng.choice(bm.DFEW_CLASSES))
+        guess = s.label if rng.random() < 0.6 else str(rng.choice(benchmarks.DFEW_CLASSES))
         if s.id.endswith("000013"):
             guess = None  # a description that names no emotion
         plan[s.id] = guess or "unmatched"
         descriptions[s.video.path.stem] = (f"The person is not sad; the face looks {words[guess]}." if guess
                                            else "The person looks at the camera.")
     pred = ScriptedPredictor(descriptions)
-    res = pr.run_classification(pred, samples, bm.DFEW_CLASSES, tmp_path)
+    res = protocols.run_classification(pred, samples, benchmarks.DFEW_CLASSES, tmp_path)
     y_true, y_pred = [s.label for s in samples], [plan[s.id] for s in samples]
     with warnings.catch_warnings():  # sklearn warns that "unmatched" is no true class
         warnings.simplefilter("ignore", UserWarning)
@@ -75,38 +74,38 @@ def test_emotion_folder_describe_then_classify(dfew_root, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == 14 and all(x["label"] and x["description"] in x["question"] for x in lines)
     assert pred.calls == 28
-    pr.run_classification(pred, samples, bm.DFEW_CLASSES, tmp_path)  # resumed: nothing asked again
+    protocols.run_classification(pred, samples, benchmarks.DFEW_CLASSES, tmp_path)  # resumed: nothing asked again
     assert pred.calls == 28
 
 
 def test_emotion_folder_errors(dfew_root, tmp_path):
-    with pytest.raises(bm.BenchmarkError, match=r"missing class folders \['contempt', 'anxiety', 'helplessness', 'disappointment'\]"):
-        bm.load_emotion_folder(dfew_root, bm.MAFW_CLASSES)
+    with pytest.raises(benchmarks.BenchmarkError, match=r"missing class folders \['contempt', 'anxiety', 'helplessness', 'disappointment'\]"):
+        benchmarks.load_emotion_folder(dfew_root, benchmarks.MAFW_CLASSES)
     bad = tmp_path / "bad"
-    for c in (*bm.DFEW_CLASSES, "joy"):
+    for c in (*benchmarks.DFEW_CLASSES, "joy"):
         (bad / c).mkdir(parents=True)
-    with pytest.raises(bm.BenchmarkError, match=r"folders that are not classes: \['joy'\]"):
-        bm.load_emotion_folder(bad, bm.DFEW_CLASSES)
-    with pytest.raises(bm.BenchmarkError, match="fold folder not found"):
-        bm.load_emotion_folder(dfew_root, bm.DFEW_CLASSES, fold=3)
+    with pytest.raises(benchmarks.BenchmarkError, match=r"folders that are not classes: \['joy'\]"):
+        benchmarks.load_emotion_folder(bad, benchmarks.DFEW_CLASSES)
+    with pytest.raises(benchmarks.BenchmarkError, match="fold folder not found"):
+        benchmarks.load_emotion_folder(dfew_root, benchmarks.DFEW_CLASSES, fold=3)
     csv = tmp_path / "set_1.csv"
     videos = sorted(dfew_root.glob("*/*.mp4"))
     csv.write_text("video_name,label\n" + f"{videos[0].parent.name}/{videos[0].stem},1\n"
                    + f"{videos[1].parent.name}/{videos[1].stem},joy\n" + "nope,2\n")
-    with pytest.raises(bm.BenchmarkError, match=r"(?s)line 3: unknown label 'joy'.*line 4: no video 'nope'"):
-        bm.load_emotion_folder(dfew_root, bm.DFEW_CLASSES, labels_csv=csv)
+    with pytest.raises(benchmarks.BenchmarkError, match=r"(?s)line 3: unknown label 'joy'.*line 4: no video 'nope'"):
+        benchmarks.load_emotion_folder(dfew_root, benchmarks.DFEW_CLASSES, labels_csv=csv)
     csv.write_text("video_name,label\n" + f"{videos[0].parent.name}/{videos[0].stem},7\n")
-    (s,) = bm.load_emotion_folder(dfew_root, bm.DFEW_CLASSES, labels_csv=csv)
+    (s,) = benchmarks.load_emotion_folder(dfew_root, benchmarks.DFEW_CLASSES, labels_csv=csv)
     assert s.label == "fear"  # DFEW's official 1-based order
 
 
 def test_answer_to_class():
-    assert bm.answer_to_class("Anxious.", bm.MAFW_CLASSES) == "anxiety"
-    assert bm.answer_to_class("Anxious.", bm.DFEW_CLASSES) == "fear"  # through the taxonomy lexicon
-    assert bm.answer_to_class("She is not happy; she is sad.", bm.DFEW_CLASSES) == "sad"
-    assert bm.answer_to_class("He is not angry.", bm.DFEW_CLASSES) is None
-    assert bm.answer_to_class("Happiness", bm.MAFW_CLASSES) == "happiness"
-    assert bm.answer_to_class("Not disappointed, just helpless.", bm.MAFW_CLASSES) == "helplessness"
+    assert benchmarks.answer_to_class("Anxious.", benchmarks.MAFW_CLASSES) == "anxiety"
+    assert benchmarks.answer_to_class("Anxious.", benchmarks.DFEW_CLASSES) == "fear"  # through the taxonomy lexicon
+    assert benchmarks.answer_to_class("She is not happy; she is sad.", benchmarks.DFEW_CLASSES) == "sad"
+    assert benchmarks.answer_to_class("He is not angry.", benchmarks.DFEW_CLASSES) is None
+    assert benchmarks.answer_to_class("Happiness", benchmarks.MAFW_CLASSES) == "happiness"
+    assert benchmarks.answer_to_class("Not disappointed, just helpless.", benchmarks.MAFW_CLASSES) == "helplessness"
 
 
 def test_caption_set_and_emer_layouts(dfew_root, tmp_path):
@@ -115,10 +114,10 @@ def test_caption_set_and_emer_layouts(dfew_root, tmp_path):
     ann.write_text(json.dumps({"id": "c0", "video": str(video), "captions": ["A smile.", "She smiles."]}) + "\n"
                    + json.dumps({"id": "c1", "video": "missing.mp4", "caption": "x"}) + "\n"
                    + json.dumps({"id": "c2", "video": str(video)}) + "\n")
-    with pytest.raises(bm.BenchmarkError, match=r"(?s)line 2: video not found.*line 3: needs a non-empty captions or caption"):
-        bm.load_caption_set(ann, "Describe.")
+    with pytest.raises(benchmarks.BenchmarkError, match=r"(?s)line 2: video not found.*line 3: needs a non-empty captions or caption"):
+        benchmarks.load_caption_set(ann, "Describe.")
     ann.write_text(json.dumps({"id": "e0", "video": str(video), "reasoning": "She smiles: happy."}) + "\n")
-    (s,) = bm.load_emer(ann, "Why?")
+    (s,) = benchmarks.load_emer(ann, "Why?")
     assert s.references == ["She smiles: happy."] and s.question == "Why?"
 
 
@@ -138,17 +137,17 @@ def test_verification_pairs_protocol(tmp_path):
             n += 1
             rows.append(f"{fold}, {n}, person_{p}/0, person_{(p + 1) % 4}/1, 0")
     (tmp_path / "splits.txt").write_text("\n".join(rows) + "\n")
-    pairs = bm.load_pairs(tmp_path)
+    pairs = benchmarks.load_pairs(tmp_path)
     assert len(pairs) == 16 and sum(p.same for p in pairs) == 8
 
     def describe(video, question):
         return f"A person with {hair[int(video.path.parent.name[-1])]} and eyeglasses."
 
-    res = pr.run_verification(describe, pairs, tmp_path / "out")
+    res = protocols.run_verification(describe, pairs, tmp_path / "out")
     assert res["accuracy"] == 1.0 and res["folds"] == 2
     (tmp_path / "splits.txt").write_text("1, 1, person_0/0, nobody/3, 1\n")
-    with pytest.raises(bm.BenchmarkError, match="no video 'nobody/3'"):
-        bm.load_pairs(tmp_path)
+    with pytest.raises(benchmarks.BenchmarkError, match="no video 'nobody/3'"):
+        benchmarks.load_pairs(tmp_path)
 
 
 def test_predictions_resume_and_errors(dfew_root, tmp_path):
@@ -173,12 +172,12 @@ def test_frame_sweep_plot(dfew_root, tmp_path):
     video = VideoRef(next(dfew_root.glob("happy/*.mp4")))
     refs = ["a happy man with black hair smiles and nods twice", "a sad woman with blond hair frowns and looks down",
             "an old man with gray hair yawns then turns his head"]
-    samples = [bm.Sample(f"c{i}", video, f"Describe clip {i}.", references=[r]) for i, r in enumerate(refs)]
+    samples = [benchmarks.Sample(f"c{i}", video, f"Describe clip {i}.", references=[r]) for i, r in enumerate(refs)]
 
     def make(k):  # more frames, more of the reference's words
         return lambda v, q: " ".join(refs[int(q[-2])].split()[: max(1, k // 2)])
 
-    res = pr.run_frame_sweep(make, [2, 8, 16], samples, tmp_path, tokenizer="simple", progress=False)
+    res = protocols.run_frame_sweep(make, [2, 8, 16], samples, tmp_path, tokenizer="simple", progress=False)
     ciders = [r["cider"] for r in res["rows"]]
     assert [r["frames"] for r in res["rows"]] == [2, 8, 16] and ciders[0] < ciders[1] < ciders[2]
     assert (tmp_path / "frame_sweep.png").read_bytes()[:4] == b"\x89PNG"

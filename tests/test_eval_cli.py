@@ -50,7 +50,7 @@ def test_eval_manifest_route_writes_report_and_resumes(facesynth, tmp_path, open
     clips = write_predictions(facesynth, preds)
     out = tmp_path / "run"
     argv = ["eval", "manifest", "--manifest", str(facesynth), "--predictions", str(preds), "--out", str(out),
-            "--judge-base-url", stub.base_url, "--judge-model", "stub", "--tokenizer", "simple", "--no-progress"]
+            "--judge.base_url", stub.base_url, "--judge.model", "stub", "--tokenizer", "simple", "--progress", "false"]
     assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
     refs = {c.id: [c.summary] for c in clips}
@@ -82,7 +82,7 @@ def test_eval_rejects_predictions_for_unknown_ids(facesynth, tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
     write_predictions(facesynth, preds, extra=["fs-999999", "fs-000008#qa9"])
     rc = main(["eval", "manifest", "--manifest", str(facesynth), "--predictions", str(preds), "--out", str(tmp_path / "o"),
-               "--no-judge"])
+               "--judge.enabled", "false"])
     err = capsys.readouterr().err
     assert rc == 2 and "2 prediction id(s) not in the manifest" in err and "fs-999999" in err
 
@@ -93,6 +93,6 @@ def test_eval_unreachable_judge(facesynth, tmp_path, capsys):
     cfg = tmp_path / "judge.yaml"
     cfg.write_text("base_url: http://127.0.0.1:9/v1\nmodel: nobody\nmax_retries: 0\ntimeout_s: 2.0\n")
     rc = main(["eval", "manifest", "--manifest", str(facesynth), "--predictions", str(preds), "--out", str(tmp_path / "o"),
-               "--judge-config", str(cfg), "--no-progress"])
+               "--judge.config_file", str(cfg), "--progress", "false"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the judge at http://127.0.0.1:9/v1 (model 'nobody')" in err

@@ -36,8 +36,8 @@ def test_eval_facesynth_with_checkpoint_and_judge(checkpoint, manifest, tmp_path
     stub = openai_stub(lambda body: "[]" if body["messages"][-1]["content"].startswith("Extract") else '{"score": 2}')
     out = tmp_path / "run"
     argv = ["eval", "facesynth", "--manifest", str(manifest), "--checkpoint", str(checkpoint), "--out", str(out),
-            "--limit", "1", "--max-new-tokens", "4", "--judge-base-url", stub.base_url, "--judge-model", "stub",
-            "--no-progress"]
+            "--limit", "1", "--max_new_tokens", "4", "--judge.base_url", stub.base_url, "--judge.model", "stub",
+            "--progress", "false"]
     assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["captions"]["n"] == 1 and m["qa"]["n"] == 1 and m["qa"]["judge"]["summary"]["correctness"]["mean"] == 2.0
@@ -57,7 +57,7 @@ def test_eval_dfew_folder_with_checkpoint(checkpoint, tmp_path, capsys):
         write_video(root / cls.capitalize() / f"{r.clip.id}.mp4", r.frames, fps=CFG.fps)
     out = tmp_path / "run"
     assert main(["eval", "dfew", "--root", str(root), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--max-new-tokens", "4", "--no-progress"]) == 0
+                 "--max_new_tokens", "4", "--progress", "false"]) == 0
     m = json.loads((out / "metrics.json").read_text())["classification"]
     assert m["n"] == 7 and 0.0 <= m["uar"] <= 1.0 and 0.0 <= m["war"] <= 1.0
     assert m["protocol"] == "describe-then-classify"
@@ -73,7 +73,7 @@ def test_eval_dfew_folder_with_checkpoint(checkpoint, tmp_path, capsys):
 def test_eval_frame_sweep_with_checkpoint(checkpoint, manifest, tmp_path):
     out = tmp_path / "run"
     assert main(["eval", "frames", "--manifest", str(manifest), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--frames", "2", "4", "--limit", "1", "--max-new-tokens", "4", "--tokenizer", "simple",
-                 "--no-progress"]) == 0
+                 "--frames", "[2, 4]", "--limit", "1", "--max_new_tokens", "4", "--tokenizer", "simple",
+                 "--progress", "false"]) == 0
     rows = json.loads((out / "metrics.json").read_text())["frame_sweep"]["rows"]
     assert [r["frames"] for r in rows] == [2, 4] and (out / "frame_sweep.png").exists()

@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from favchat.config_io import load_config
-from favchat.data.manifest import Clip, Event
+from favchat.config import load_config
 from favchat.data.synth.generate import SynthConfig, generate
 from favchat.train.face_pretrain import (
     FacePretrainConfig,
-    evaluate_events,
     evaluate_heads,
-    event_loss,
-    frame_targets,
     label_loss,
     pretrain_face,
 )
@@ -42,9 +38,7 @@ def test_only_the_facial_encoder_changes_and_the_checkpoint_loads(tmp_path, mani
 
     torch.manual_seed(0)
     before = FaVChatForConditionalGeneration(FaVChatConfig.from_preset("tiny")).state_dict()
-    cfg = _cfg(tmp_path, manifest)
-    cfg.event_loss_weight = 1.0
-    final = pretrain_face(cfg)
+    final = pretrain_face(_cfg(tmp_path, manifest))
     after = FaVChatForConditionalGeneration.from_pretrained(final).state_dict()
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -53,8 +47,6 @@ def test_only_the_facial_encoder_changes_and_the_checkpoint_loads(tmp_path, mani
     report = json.loads((tmp_path / "face" / "report.json").read_text())
     assert report["val_clips"] > 0 and 0.0 <= report["val"]["label_accuracy"] <= 1.0
     assert any("neutral" in k for k in report["val"])  # the emotions form an exclusive set
-    # FaceSynth times its actions and emotions: the per-frame head trained and was read on val
-    assert report["event_labels"] and 0.0 <= report["val"]["frame_accuracy"] <= 1.0
     assert (tmp_path / "face" / "metrics.csv").read_text().count("\n") == 4  # header + 3 logged steps
 
 
@@ -67,29 +59,6 @@ def test_the_exclusive_set_loss_adds_cross_entropy_only_where_one_label_is_set()
     assert torch.allclose(label_loss(logits, targets, [[0, 1]]), bce + ce)
     acc = evaluate_heads(logits, targets, {"a/b": [0, 1]})
     assert acc["a/b"] == 1.0 and acc["label_accuracy"] == pytest.approx(5 / 6)
-
-
-def test_frame_targets_follow_the_events_in_clip_frames():
-    clip = Clip("c", "v.mp4", frame_range=(10, 30), labels={"appearance": [], "action": ["nod", "smile"],
-                                                              "emotion": ["happy"]},
-                events=[Event("nod", 2, 6), Event("happy", 4, 20)])
-    # video frames 11, 13, 15, 17 are clip frames 1, 3, 5, 7
-    y, mask = frame_targets(clip, (11, 13, 15, 17), ["happy", "nod", "smile", "wink"])
-    assert y.tolist() == [[0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]]
-    # smile is shown but never timed: left out; wink is not shown: off on every frame
-    assert mask.tolist() == [[1, 1, 0, 1]] * 4
-
-
-def test_the_event_loss_and_its_read_out_keep_to_the_mask():
-    logits = torch.tensor([[[3.0, -2.0], [-1.0, 4.0]], [[2.0, 2.0], [-3.0, -3.0]]])  # (B=2, T=2, E=2)
-    targets = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]])
-    mask = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    assert torch.allclose(event_loss(logits, targets, mask), bce[mask > 0].mean())
-    out = evaluate_events(logits, targets, mask, actions=[1])
-    assert out["frame_accuracy"] == pytest.approx(5 / 6)  # the one wrong kept cell: clip 0, frame 1, label 1
-    # action column 1: clip 0 predicts it (frame 1) but it is off: wrong; clip 1 has it masked: not counted
-    assert out["action_set_from_frames"] == 0.0
 
 
 def test_a_model_without_a_facial_encoder_is_refused(tmp_path, manifest):

@@ -13,8 +13,9 @@ import importlib.metadata
 import pkgutil
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import favchat
 

@@ -3,6 +3,7 @@ for each kind of bad input. Run: python -m pytest -q tests/test_model_processor.
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import av
@@ -118,6 +119,39 @@ def test_save_load(tmp_path, proc):
     b1, b2 = proc([frames()], QUESTIONS[:1], ANSWERS[:1]), again([frames()], QUESTIONS[:1], ANSWERS[:1])
     for k in b1:
         assert torch.equal(b1[k], b2[k]), k
+
+
+def test_a_demo_style_checkpoint_loads_through_the_auto_classes(tmp_path):
+    """A checkpoint as favchat demo writes it (the demo recipe's model: the EfficientNet-Lite0 facial encoder, 16
+    video slots, no system message, the recipe's phrase table beside the weights) loads with transformers'
+    AutoProcessor and AutoModel / AutoModelForImageTextToText and answers as the objects that saved it."""
+    import yaml
+    from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+    from favchat import FaVChatConfig, FaVChatForConditionalGeneration
+    from favchat.configs import __file__ as configs
+    from favchat.recipes.tiny_demo.phrase_table import PhraseTable
+
+    recipe = yaml.safe_load(open(os.path.join(os.path.dirname(configs), "demo.yaml")))
+    model_cfg = recipe["face_pretrain"]["model"]
+    cfg = FaVChatConfig.from_preset(model_cfg["preset"], **model_cfg["overrides"])
+    torch.manual_seed(0)
+    model = FaVChatForConditionalGeneration.from_parts(cfg).eval()
+    proc = FaVChatProcessor.from_config(cfg)
+    model.save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    PhraseTable(cfg.text_config.hidden_size, proc.tokenizer).save(tmp_path)
+
+    auto_proc = AutoProcessor.from_pretrained(tmp_path)
+    assert type(auto_proc) is FaVChatProcessor and auto_proc.settings() == proc.settings()
+    b1 = proc([frames()], QUESTIONS[:1], ANSWERS[:1])
+    b2 = auto_proc([frames()], QUESTIONS[:1], ANSWERS[:1])
+    assert b1.keys() == b2.keys() and all(torch.equal(b1[k], b2[k]) for k in b1)
+    for auto in (AutoModel, AutoModelForImageTextToText):
+        loaded = auto.from_pretrained(tmp_path).eval()
+        assert type(loaded) is FaVChatForConditionalGeneration
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(**b2).logits, model(**b1).logits, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- bad input, one test each

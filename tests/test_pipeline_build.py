@@ -245,9 +245,9 @@ def test_flaky_api_build_annotates_every_clip_once_and_survives_a_kill(videos, e
     api.delay = 0.15  # slow replies, so the kill lands while summaries are being written
     full, killed = out, tmp_path / "killed"
     cmd = [sys.executable, "-m", "favchat.cli", "data", "build", "--input", str(videos["inputs"]), "--out",
-           str(killed), "--extractor", str(extractor), "--backend", "api", "--api-base-url", stub.base_url,
-           "--api-model", "stub", "--api-backoff", "0.001", "--api-max-retries", "4", "--api-concurrency", "1",
-           "--api-timeout", "10", "--review", "0", "--no-progress"]
+           str(killed), "--extract.extractor", str(extractor), "--text.backend", "api", "--text.api_base_url",
+           stub.base_url, "--text.api_model", "stub", "--text.api_backoff", "0.001", "--text.api_max_retries", "4",
+           "--text.api_concurrency", "1", "--text.api_timeout", "10", "--review", "0", "--progress", "false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = killed / "state" / "summary.jsonl"
     deadline = time.time() + 180
@@ -276,10 +276,10 @@ def test_stage_commands_and_shards_give_the_build_manifest(videos, extractor, tm
     from favchat.cli import main
 
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    common = ["--out", str(single), "--no-progress"]
+    common = ["--out", str(single), "--progress", "false"]
     assert main(["data", "filter", "--input", str(videos["inputs"]), *common]) == 0
     assert main(["data", "trim", *common]) == 0
-    assert main(["data", "extract", "--extractor", str(extractor), *common]) == 0
+    assert main(["data", "extract", "--extract.extractor", str(extractor), *common]) == 0
     assert main(["data", "annotate", *common]) == 0
     assert main(["data", "qa", *common]) == 0
     table = capsys.readouterr().out
@@ -309,7 +309,7 @@ def test_stage_commands_and_shards_give_the_build_manifest(videos, extractor, tm
     _state_ids_unique(single)
     # A rerun with other settings is refused rather than mixing two configurations in one state.
     with pytest.raises(ValueError, match="face_threshold"):
-        main(["data", "filter", "--input", str(videos["inputs"]), "--face-threshold", "0.9", *common])
+        main(["data", "filter", "--input", str(videos["inputs"]), "--filter.face_threshold", "0.9", *common])
 
 
 def test_write_clips_gives_clip_files_the_manifest_points_to(videos, extractor, tmp_path):

@@ -9,10 +9,11 @@ from favchat.data.manifest import QA, Clip
 from favchat.rl.data import DEFAULT_QUESTION, samples_from_clips
 
 
-def test_help_config_lists_table6_defaults(capsys):
-    assert main(["rl", "--help-config"]) == 0
-    out = capsys.readouterr().out
-    assert "tau_low (default 0.2)" in out and "beta_kl (default 0.01)" in out
+def test_help_lists_table6_defaults(capsys):
+    assert main(["rl", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--tau_low TAU_LOW τ_low: a sample with h < τ_low leaves the pool (Eq. 12). (type: float, default: 0.2)" in out
+    assert "--beta_kl BETA_KL" in out and "(type: float, default: 0.01)" in out
 
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):

@@ -7,46 +7,46 @@ import math
 import pytest
 import torch
 
-from favchat.rl import de_grpo as E
+from favchat.rl import de_grpo
 
 
 def test_pairs_and_separability():
     r = torch.tensor([0.9, 0.1, 0.5])
-    pairs = E.preference_pairs(r, margin=0.1)
+    pairs = de_grpo.preference_pairs(r, margin=0.1)
     assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2), (2, 1)]
     # gaps 0.8, 0.4, 0.4 -> mean 1.6/3
-    assert E.separability(r, pairs).item() == pytest.approx(1.6 / 3)
-    assert E.preference_pairs(r, margin=0.5).tolist() == [[0, 1]]
+    assert de_grpo.separability(r, pairs).item() == pytest.approx(1.6 / 3)
+    assert de_grpo.preference_pairs(r, margin=0.5).tolist() == [[0, 1]]
 
 
 def test_equal_rewards_give_no_pairs_and_zero_d():
     r = torch.full((4,), 0.7)
-    pairs = E.preference_pairs(r)
+    pairs = de_grpo.preference_pairs(r)
     assert pairs.shape == (0, 2)
-    assert E.separability(r, pairs).item() == 0.0
-    assert E.gradient_sensitivity(torch.randn(4, 5), pairs).item() == 0.0
+    assert de_grpo.separability(r, pairs).item() == 0.0
+    assert de_grpo.gradient_sensitivity(torch.randn(4, 5), pairs).item() == 0.0
 
 
 def test_gradient_sensitivity():
     g = torch.tensor([[3.0, 0.0], [0.0, 4.0], [0.0, 0.0]])
     pairs = torch.tensor([[0, 1], [0, 2]])
     # ‖(3,-4)‖ = 5, ‖(3,0)‖ = 3 -> 4
-    assert E.gradient_sensitivity(g, pairs).item() == pytest.approx(4.0)
+    assert de_grpo.gradient_sensitivity(g, pairs).item() == pytest.approx(4.0)
 
 
 def test_utility_minmax():
     d = torch.tensor([0.0, 0.5, 1.0])
     g = torch.tensor([2.0, 4.0, 3.0])
     # D̃ = (0, .5, 1), G̃ = (0, 1, .5)
-    assert E.utility(d, g).tolist() == pytest.approx([0.0, 0.5, 0.5])
-    assert E.minmax(torch.tensor([0.3, 0.3])).tolist() == [1.0, 1.0]
-    assert E.minmax(torch.zeros(2)).tolist() == [0.0, 0.0]
+    assert de_grpo.utility(d, g).tolist() == pytest.approx([0.0, 0.5, 0.5])
+    assert de_grpo.minmax(torch.tensor([0.3, 0.3])).tolist() == [1.0, 1.0]
+    assert de_grpo.minmax(torch.zeros(2)).tolist() == [0.0, 0.0]
 
 
 def test_recurrent_state_hand_computed():
     h = torch.tensor([0.5, 0.5])
     u = torch.tensor([0.0, 1.0])  # δ = 0.5
-    out = E.recurrent_state(h, u, beta=0.8, tau=0.1)
+    out = de_grpo.recurrent_state(h, u, beta=0.8, tau=0.1)
     s = 1 / (1 + math.exp(5.0))
     assert out.tolist() == pytest.approx([0.8 * 0.5 + 0.2 * s, 0.8 * 0.5 + 0.2 * (1 - s)])
 
@@ -60,14 +60,14 @@ def test_zero_separability_sample_falls_toward_removal():
     for _ in range(8):
         d, g = [], []
         for i in range(2):
-            p = E.preference_pairs(rewards[i])
-            d.append(E.separability(rewards[i], p))
-            g.append(E.gradient_sensitivity(grads[i], p))
+            p = de_grpo.preference_pairs(rewards[i])
+            d.append(de_grpo.separability(rewards[i], p))
+            g.append(de_grpo.gradient_sensitivity(grads[i], p))
         assert d[0].item() == 0.0
-        h = E.recurrent_state(h, E.utility(torch.stack(d), torch.stack(g)), beta=0.8, tau=0.1)
+        h = de_grpo.recurrent_state(h, de_grpo.utility(torch.stack(d), torch.stack(g)), beta=0.8, tau=0.1)
         history.append(h[0].item())
     assert all(b < a for a, b in zip(history, history[1:], strict=False))
-    remove, decay = E.filter_decay(h, 0.2, 0.8)
+    remove, decay = de_grpo.filter_decay(h, 0.2, 0.8)
     assert remove.tolist() == [True, False] and decay.tolist() == [False, True]
 
 
@@ -76,15 +76,15 @@ def test_advantages_decay_and_reduce_to_grpo():
     h = torch.tensor([1.0, 1.0])
     v = r.mean(1)
     no = torch.tensor([False, False])
-    base = E.advantages(r, h, v, no, gamma=0.5)
+    base = de_grpo.advantages(r, h, v, no, gamma=0.5)
     # with h ≡ 1, no decay and V = group mean: the GRPO advantage
-    assert torch.allclose(base, E.group_advantages(r))
+    assert torch.allclose(base, de_grpo.group_advantages(r))
     std0 = r[0].std().item()
     assert base[0, 0].item() == pytest.approx(0.5 / (std0 + 1e-4))
-    dec = E.advantages(r, h, v, torch.tensor([True, False]), gamma=0.5)
+    dec = de_grpo.advantages(r, h, v, torch.tensor([True, False]), gamma=0.5)
     assert torch.allclose(dec[0], 0.5 * base[0]) and torch.equal(dec[1], base[1])
     assert dec[0].abs().sum() < base[0].abs().sum()
-    half = E.advantages(r, torch.tensor([0.3, 1.0]), v, no, gamma=0.5)
+    half = de_grpo.advantages(r, torch.tensor([0.3, 1.0]), v, no, gamma=0.5)
     assert torch.allclose(half[0], 0.3 * base[0])
 
 
@@ -105,7 +105,7 @@ def test_policy_loss_hand_computed():
     logps = torch.tensor([[math.log(0.5), math.log(0.5)]])
     old = torch.tensor([[math.log(0.25), math.log(0.5)]])  # ratios 2.0, 1.0
     ref = logps.clone()  # k3 = 0
-    loss, m = E.policy_loss(logps, old, ref, torch.tensor([1.0]), torch.ones(1, 2), clip_eps=0.2, beta_kl=0.01)
+    loss, m = de_grpo.policy_loss(logps, old, ref, torch.tensor([1.0]), torch.ones(1, 2), clip_eps=0.2, beta_kl=0.01)
     # token 1: -min(2, 1.2) = -1.2; token 2: -1 -> mean -1.1
     assert loss.item() == pytest.approx(-1.1)
     assert m["clip_fraction"].item() == pytest.approx(0.5)
@@ -114,7 +114,7 @@ def test_policy_loss_hand_computed():
 
 def test_policy_loss_with_empty_completion_is_finite():
     logps, old, ref, adv, mask = _batch()
-    loss, _ = E.policy_loss(logps, old, ref, adv, mask)
+    loss, _ = de_grpo.policy_loss(logps, old, ref, adv, mask)
     assert torch.isfinite(loss)
 
 
@@ -160,7 +160,7 @@ def _trl_loss(logps, old, ref, adv, mask, eps, beta, is_correction):
                          [(0.2, 0.01, False), (0.2, 0.01, True), (0.1, 0.0, False), (0.3, 0.5, True)])
 def test_grpo_loss_matches_trl(eps, beta, is_correction):
     logps, old, ref, adv, mask = _batch(seed=int(eps * 100))
-    ours, m = E.policy_loss(logps, old, ref, adv, mask, clip_eps=eps, beta_kl=beta, kl_is_correction=is_correction)
+    ours, m = de_grpo.policy_loss(logps, old, ref, adv, mask, clip_eps=eps, beta_kl=beta, kl_is_correction=is_correction)
     theirs, tm = _trl_loss(logps, old, ref, adv, mask, eps, beta, is_correction)
     assert abs(ours.item() - theirs.item()) < 1e-6
     assert m["clip_fraction"].item() == pytest.approx(tm["clip_ratio/region_mean"][-1], abs=1e-6)

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from favchat.config_io import load_config
+from favchat.config import load_config
 from favchat.rl.config import RLConfig
-from favchat.train.config import TrainConfig
-from favchat.train.face_pretrain import FacePretrainConfig
+from favchat.train.config import FacePretrainConfig, TrainConfig
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from favchat.config_io import ConfigError, load_config, parse_overrides, to_dict
+from favchat.config import ConfigError, load_config, to_dict
 from favchat.train.config import DEFAULT_SCHEDULE, TrainConfig
 
 
@@ -47,16 +47,15 @@ def test_overrides_are_typed_and_nested(tmp_path):
 @pytest.mark.parametrize(
     ("data", "overrides", "message"),
     [
-        ({**BASE, "optimizer": {}}, [], r"unknown config key\(s\) \['optimizer'\]"),
-        ({**BASE, "optim": {"learning_rate": 1}}, [], r"optim.learning_rate"),
-        (BASE, ["--optim.lr", "fast"], r"optim.lr: expected a number, got 'fast'"),
-        (BASE, ["--optim.max_steps", "2.5"], r"optim.max_steps: expected an integer"),
-        (BASE, ["--precision", "fp8"], r"precision: expected one of"),
+        ({**BASE, "optimizer": {"lr": 1}}, [], r"optimizer"),
+        ({**BASE, "optim": {"learning_rate": 1}}, [], r"learning_rate"),
+        (BASE, ["--optim.lr", "fast"], r"optim.lr"),
+        (BASE, ["--optim.max_steps", "2.5"], r"optim.max_steps"),
+        (BASE, ["--precision", "fp8"], r"precision"),
         (BASE, ["--stage", "2"], r"stage 2 starts from the stage-1 checkpoint"),
         (BASE, ["--schedule.1", "[vision_tower]"], r"unknown components \['vision_tower'\]"),
         ({}, [], r"data.train_manifest is required"),
-        (BASE, ["--optim.lr"], r"has no value"),
-        (BASE, ["optim.lr=1"], r"must look like --key value"),
+        (BASE, ["--optim.lr"], r"expected one argument"),
     ],
 )
 def test_bad_configs_fail_before_any_work(tmp_path, data, overrides, message):
@@ -69,12 +68,8 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(TrainConfig, tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="did not find expected"):
         load_config(TrainConfig, bad)
-
-
-def test_parse_overrides_reads_yaml_values():
-    assert parse_overrides(["--a.b", "true", "--a.c=[1, 2]", "--d", "null"]) == {"a": {"b": True, "c": [1, 2]}, "d": None}
 
 
 def test_model_overrides_take_nested_values(tmp_path):
@@ -82,13 +77,12 @@ def test_model_overrides_take_nested_values(tmp_path):
     assert cfg.model.overrides == {"text_config": {"hidden_size": 128}}
 
 
-def test_an_override_of_an_int_keyed_entry_keeps_its_other_fields(tmp_path):
-    from favchat.demo import DemoConfig
+def test_an_override_of_an_int_keyed_entry_keeps_its_other_fields():
+    from favchat.demo import load_recipe
 
-    stages = {k: {"max_steps": 10, "lr": 5e-3, "batch_size": 4} for k in (1, 2, 3)}
-    cfg = load_config(DemoConfig, _write(tmp_path, {"stages": stages}), ["--stages.2.max_steps", "600"])
-    assert (cfg.stages[2].max_steps, cfg.stages[2].lr, cfg.stages[2].batch_size) == (600, 5e-3, 4)
-    assert cfg.stages[1].max_steps == 10
+    cfg = load_recipe(["--stages.2.optim.max_steps", "600"])
+    assert (cfg.stages[2].optim.max_steps, cfg.stages[2].optim.lr, cfg.stages[2].optim.batch_size) == (600, 1.5e-3, 8)
+    assert cfg.stages[1].optim.max_steps == 150
 
 
 def test_a_section_given_in_part_keeps_the_fields_own_defaults():

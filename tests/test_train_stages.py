@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from favchat.config_io import load_config
+from favchat.config import load_config
 from favchat.data.manifest import ManifestError
 from favchat.data.synth.generate import SynthConfig, generate
 from favchat.train.config import TrainConfig
@@ -52,26 +53,22 @@ def _component(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory, manifest):
-    """Run stages 0, 1, 2, 3 in a chain (a model with its own phrase table, which stage 0 trains, reading its
-    phrases through noise); keep each stage's weights before and after."""
-    from favchat import FaVChatForConditionalGeneration
+    """Run stages 0 (the demo recipe's reader, whose phrase table trains beside the LLM), 1, 2, 3 in a chain;
+    keep each stage's weights before and after."""
+    from favchat import FaVChatConfig, FaVChatForConditionalGeneration
+    from favchat.recipes.tiny_demo.hooks import ReaderStage
 
     tmp = tmp_path_factory.mktemp("stages")
     out = {}
     init = None
     for stage in (0, 1, 2, 3):
+        cfg = _cfg(tmp, manifest, stage, f"stage{stage}", **({"init_from": str(init)} if init else {}))
         if init is None:
-            from favchat import FaVChatConfig
-
-            cfg = _cfg(tmp, manifest, stage, f"stage{stage}", slot_noise=0.5,
-                       **{"model.overrides": {"phrase_embeddings": True}})
             torch.manual_seed(0)
-            before = _state(FaVChatForConditionalGeneration.from_parts(
-                FaVChatConfig.from_preset("tiny", phrase_embeddings=True)))
+            before = _state(FaVChatForConditionalGeneration.from_parts(FaVChatConfig.from_preset("tiny")))
         else:
-            cfg = _cfg(tmp, manifest, stage, f"stage{stage}", init_from=str(init))
             before = _state(FaVChatForConditionalGeneration.from_pretrained(init))
-        res = train(cfg)
+        res = train(cfg, hooks=ReaderStage(cfg) if stage == 0 else None)
         out[stage] = (cfg, before, res)
         init = res.final_dir
     return out
@@ -99,7 +96,8 @@ def test_each_stage_changes_exactly_its_components(stages, stage):
             changed_comps.add(comp)
     expected = {c for c in trainable if c != "static_weights"} - ({"language_model"} if cfg.use_lora else set())
     assert changed_comps == expected
-    assert ("phrase_embeddings" in changed_comps) == (stage == 0)
+    if stage == 0:  # the recipe's phrase table trained beside the LLM and was written beside the model
+        assert load_file(res.final_dir / "phrase_table.safetensors")["weight"].abs().sum() > 0
 
 
 def test_final_checkpoint_loads_and_generates(stages, manifest):
@@ -133,7 +131,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, manifest, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     monkeypatch.setattr(trainer, "save_checkpoint", original)
-    assert trainer.latest_checkpoint(Path(cfg.output_dir)).name == "checkpoint-0000002"
+    from favchat.train import toolkit
+
+    latest = toolkit.latest_checkpoint(Path(cfg.output_dir), trainer.STATE_FILE)
+    assert latest.name == "checkpoint_0" and json.loads((latest / trainer.STATE_FILE).read_text())["step"] == 2
     resumed = train(cfg, resume=True)
     assert resumed.step == 4
     a, b = _state(full.model), _state(resumed.model)
@@ -188,7 +189,7 @@ def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
     script.write_text(textwrap.dedent(f"""
         import torch
         from safetensors.torch import save_file
-        from favchat.config_io import load_config
+        from favchat.config import load_config
         from favchat.train.config import TrainConfig
         from favchat.train.trainer import train
         cfg = load_config(TrainConfig, None, {{
@@ -213,41 +214,10 @@ def test_two_process_ddp_on_cpu_gives_equal_weights(tmp_path, manifest):
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
 
 
-def test_label_slots_in_stage_zero_then_the_slot_loss(tmp_path, manifest, stages):
-    """Stage 0 with label_slots gives each label of the training clips a slot (kept in the checkpoint's
-    config); stage 1 with slot_loss_weight then pulls the video tokens toward those slots' phrases, or,
-    after a stage 0 without label slots, toward the clip's phrases in any order."""
-    from favchat import FaVChatForConditionalGeneration
-    from favchat.data.manifest import read_manifest
-    from favchat.data.taxonomy import LABELS
-    from favchat.train.metrics_log import read_metrics
-
-    with pytest.raises(SetupError, match=r"more than the model's num_query_tokens=8"):
-        train(_cfg(tmp_path, manifest, 0, "few", label_slots=True))
-    assert not (tmp_path / "few").exists()
-    s0 = train(_cfg(tmp_path, manifest, 0, "s0", label_slots=True, **{"model.overrides": {"num_query_tokens": 48}}))
-    shown = {n for c in read_manifest(manifest, split="train") for n in c.all_labels}
-    layout = FaVChatForConditionalGeneration.from_pretrained(s0.final_dir).config.slot_labels
-    assert layout == [lab.name for lab in LABELS if lab.name in shown]
-
-    s1 = train(_cfg(tmp_path, manifest, 1, "s1", init_from=str(s0.final_dir), slot_loss_weight=1.0,
-                    **{"optim.max_steps": 12, "optim.lr": 3e-3}))
-    rows = read_metrics(tmp_path / "s1" / "metrics.csv")
-    assert len(rows) == 12 and rows[-1]["slot_loss"] < rows[0]["slot_loss"]
-    assert s1.model.config.slot_labels == layout
-    # Without label slots the slot loss matches the clip's phrases to the tokens in any order.
-    train(_cfg(tmp_path, manifest, 1, "set", init_from=str(stages[0][2].final_dir), slot_loss_weight=1.0,
-               **{"optim.max_steps": 12, "optim.lr": 3e-3}))
-    rows = read_metrics(tmp_path / "set" / "metrics.csv")
-    assert len(rows) == 12 and rows[-1]["slot_loss"] < rows[0]["slot_loss"]
-    with pytest.raises(ValueError, match="label_slots lays out the slots in stage 0"):
-        _cfg(tmp_path, manifest, 1, "x", label_slots=True)
-    with pytest.raises(ValueError, match="set it for stage 0 only"):
-        _cfg(tmp_path, manifest, 1, "x", slot_noise=0.5)
-    with pytest.raises(ValueError, match="slot_noise must be >= 0"):
-        _cfg(tmp_path, manifest, 0, "x", slot_noise=-0.1)
-    with pytest.raises(ValueError, match="slot_loss_weight applies to stages 1-3 only"):
-        _cfg(tmp_path, manifest, 0, "x", slot_loss_weight=1.0)
+def test_stage_zero_needs_a_recipes_data(tmp_path, manifest):
+    with pytest.raises(SetupError, match="stage 0 has no data of its own"):
+        train(_cfg(tmp_path, manifest, 0, "s0"))
+    assert not (tmp_path / "s0").exists()
 
 
 def test_stage_two_without_a_stage_one_checkpoint_stops_before_training(tmp_path, manifest):
@@ -301,8 +271,8 @@ def test_chat_streams_answers_and_encodes_the_video_once(stages, manifest, monke
     assert [q for q, _ in session.history] == ["What colour is the hair?", "What emotion does the person show?"]
     assert session.history[0][1] == first.strip() and session.history[1][1] == second.strip()
 
-    assert main(["chat", "--model", str(res.final_dir), "--video", str(video), "--max-new-tokens", "4",
-                 "What colour is the hair?"]) == 0
+    assert main(["chat", "--model", str(res.final_dir), "--video", str(video), "--max_new_tokens", "4",
+                 "--question", "What colour is the hair?"]) == 0
     assert main(["chat", "--model", str(res.final_dir), "--video", str(video.with_name("missing.mp4")),
-                 "hi"]) == 2
+                 "--question", "hi"]) == 2
     assert "no such file" in capsys.readouterr().err

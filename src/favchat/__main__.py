@@ -2,4 +2,5 @@
 
 from favchat.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the module (as the import test does) must not run the command line
+    raise SystemExit(main())

@@ -7,8 +7,6 @@
         out = model(**batch["inputs"])            # input_ids, labels (answer tokens only), pixel values, ...
         n_bad += len(batch["skipped"])            # clips that failed to decode in this batch
 
-- ``LabelReadingDataset`` (stage 0, for an LLM built from scratch): every summary and QA pair of a clip,
-  with the clip's labels as taxonomy phrases in place of its video (``label_phrases``; nothing is decoded).
 - ``SummaryDataset`` (stage 1): one sample per clip with a summary; the question is one of a few
   description requests, fixed per clip; the answer is the summary.
 - ``QADataset`` (stage 2): one sample per QA pair.
@@ -31,7 +29,6 @@ import abc
 import json
 import logging
 import os
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +36,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from favchat.data.manifest import Clip, read_manifest
-from favchat.data.taxonomy import BY_NAME, GROUPS, LABELS_BY_GROUP, features_to_phrases, mentioned_labels
+from favchat.data.taxonomy import GROUPS, LABELS_BY_GROUP, mentioned_labels
 from favchat.data.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -130,37 +127,15 @@ class _ClipDataset(Dataset, abc.ABC):
             self.num_skipped += 1
             log.warning("skipped %s (skipped so far in this process: %d)", e, self.num_skipped)
             return Skipped(s.id, str(s.clip.video_path), str(e.__cause__))
-        return _item(s, video)
+        return sample_item(s, video)
 
 
-def _item(s: _Sample, video: Any) -> dict[str, Any]:
+def sample_item(s: _Sample, video: Any) -> dict[str, Any]:
     return {"id": s.id, "clip_id": s.clip.id, "video": video, "question": s.question, "answer": s.answer,
             "qa_type": s.qa_type, "labels": {g: list(s.clip.labels.get(g, [])) for g in GROUPS}}
 
 
-def label_phrases(clip: Clip) -> list[str]:
-    """The clip's labels as taxonomy phrases: appearance, then the actions in the order their events start
-    (label order for actions without an event), then the emotion."""
-    start = {}
-    for e in clip.events:
-        start.setdefault(e.label, e.start)
-    actions = sorted(clip.labels.get("action", []), key=lambda a: start.get(a, float("inf")))
-    names = [*clip.labels.get("appearance", []), *actions, *clip.labels.get("emotion", [])]
-    return [BY_NAME[n].phrase for n in names]
-
-
-def slot_phrases(labels: dict[str, list[str]], slot_labels: Sequence[str], answer: str | None = None) -> list[str]:
-    """The video slots of a clip with labels ``labels`` (by group) under a fixed layout: slot k holds the
-    phrase of ``slot_labels[k]`` when the clip shows that label and ``answer`` asserts it (read through the
-    taxonomy's lexicon: a hair question's labels for its answer, the asked label for a "Yes", none for a
-    "No"; ``answer`` None: every label shown), and is empty ("") otherwise."""
-    shown = {n for names in labels.values() for n in names}
-    if answer is not None:
-        shown &= mentioned_labels(answer)[0]
-    return [BY_NAME[n].phrase if n in shown else "" for n in slot_labels]
-
-
-def _summary_samples(clip: Clip) -> list[_Sample]:
+def summary_samples(clip: Clip) -> list[_Sample]:
     if not clip.summary:
         return []
     prompt = SUMMARY_PROMPTS[sum(map(ord, clip.id)) % len(SUMMARY_PROMPTS)]  # fixed per clip, varied across
@@ -171,7 +146,7 @@ class SummaryDataset(_ClipDataset):
     """Stage 1: video → summary. Clips without a summary are left out."""
 
     def _samples_of(self, clip: Clip) -> list[_Sample]:
-        return _summary_samples(clip)
+        return summary_samples(clip)
 
 
 class QADataset(_ClipDataset):
@@ -200,25 +175,6 @@ class EmotionQADataset(QADataset):
     def _keep(self, qa_type: str, answer: str) -> bool:
         asserted, denied = mentioned_labels(answer)
         return qa_type == "emotion" or bool((asserted | denied) & _EMOTIONS)
-
-
-class LabelReadingDataset(QADataset):
-    """Stage 0: an LLM built from scratch learns to answer from what the video slots hold. Every summary
-    and QA pair of a clip comes with the clip's label phrases (``label_phrases``) instead of its video; the
-    model puts one phrase in each video slot (``slot_ids``). Each sample shows its phrases in its own fixed
-    order (seeded by the sample id), so the LLM learns to read them as a set, in any slot. ``qa_types`` keeps
-    only those QA types (the summary always stays). Clips without labels are left out; no video is decoded."""
-
-    def _samples_of(self, clip: Clip) -> list[_Sample]:
-        if not any(clip.labels.get(g) for g in GROUPS):
-            return []
-        return _summary_samples(clip) + super()._samples_of(clip)
-
-    def __getitem__(self, idx: int) -> dict[str, Any]:
-        s = self.samples[idx]
-        phrases = label_phrases(s.clip)
-        random.Random(s.id).shuffle(phrases)
-        return _item(s, None) | {"phrases": phrases}
 
 
 class RLDataset(_ClipDataset):
@@ -272,19 +228,12 @@ class Collator:
 
     Returns ``{"inputs": <processor output>, "ids", "clip_ids", "questions", "answers", "qa_types",
     "gt_labels", "skipped"}``; ``inputs`` is None when every item of the batch was skipped. ``with_answers=False``
-    (generation, RL) leaves the answers out of the processor call. Items with ``phrases`` instead of a video
-    (``LabelReadingDataset``) give text-only inputs with the phrases as ``slot_ids`` / ``slot_mask``.
-    With ``slot_labels`` (the model's label slots), every item's slots follow that layout (``slot_phrases``):
-    text-only items get them as ``slot_ids`` / ``slot_mask``, items with a video as ``target_slot_ids`` /
-    ``target_slot_mask`` (the slot loss of ``FaVChatForConditionalGeneration.forward``).
-    ``phrase_targets`` (a model without label slots): items with a video get every label phrase of their
-    clip as ``target_slot_ids`` / ``target_slot_mask``, in any slot, as stage 0's reader saw them.
+    (generation, RL) leaves the answers out of the processor call. Items without a video (``video`` None: a
+    recipe's text-only samples) give text-only inputs.
     """
 
     processor: Callable[..., Any]
     with_answers: bool = True
-    slot_labels: Sequence[str] | None = None
-    phrase_targets: bool = False
 
     def __call__(self, items: list[dict[str, Any] | Skipped]) -> dict[str, Any]:
         ok = [it for it in items if not isinstance(it, Skipped)]
@@ -298,17 +247,8 @@ class Collator:
         if ok:
             if self.with_answers and any(a is None for a in batch["answers"]):
                 raise ValueError("with_answers=True but some samples have no answer (use with_answers=False)")
-            reading = "phrases" in ok[0]
-            inputs = batch["inputs"] = self.processor(videos=None if reading else [it["video"] for it in ok],
-                                                      questions=batch["questions"],
-                                                      answers=batch["answers"] if self.with_answers else None)
-            if self.slot_labels is not None:
-                phrases = [slot_phrases(it["labels"], self.slot_labels, it["answer"]) for it in ok]
-            elif self.phrase_targets and not reading:
-                phrases = [[p for ps in features_to_phrases(it["labels"]).values() for p in ps] for it in ok]
-            else:
-                phrases = [it["phrases"] for it in ok] if reading else None
-            if phrases is not None:
-                key = "slot" if reading else "target_slot"
-                inputs[f"{key}_ids"], inputs[f"{key}_mask"] = self.processor.encode_phrases(phrases)
+            text_only = ok[0]["video"] is None
+            batch["inputs"] = self.processor(videos=None if text_only else [it["video"] for it in ok],
+                                             questions=batch["questions"],
+                                             answers=batch["answers"] if self.with_answers else None)
         return batch

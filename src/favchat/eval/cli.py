@@ -3,114 +3,236 @@ predictions JSONL, ``metrics.json``, ``report.md`` and plots into ``--out``.
 
     favchat eval facesynth --manifest data/facesynth/manifest.jsonl --checkpoint ckpt/ --out runs/eval
     favchat eval dfew --root /data/DFEW --fold 1 --checkpoint ckpt/ --out runs/dfew1
-    favchat eval manifest --manifest m.jsonl --predictions preds.jsonl --out runs/x --judge-base-url http://localhost:8000/v1
+    favchat eval mafw --root /data/MAFW --fold all --checkpoint ckpt/ --out runs/mafw
+    favchat eval manifest --manifest m.jsonl --predictions preds.jsonl --out runs/x --judge.base_url http://localhost:8000/v1
 
-The judge is any OpenAI-compatible endpoint: ``--judge-base-url``/``--judge-model`` (or the environment
-variables ``FAVCHAT_JUDGE_BASE_URL``/``FAVCHAT_JUDGE_MODEL``, or ``--judge-config`` YAML with
-``ChatAPIConfig`` fields); the key is read from the variable named by ``--judge-key-env``. Without any of
-these, judge metrics are skipped. Layouts and protocols: docs/evaluation.md.
+Each benchmark is a function here, listed under ``eval`` in favchat/cli.py's ``COMMANDS``. The judge is any
+OpenAI-compatible endpoint: ``--judge.base_url``/``--judge.model`` (or the environment variables
+``FAVCHAT_JUDGE_BASE_URL``/``FAVCHAT_JUDGE_MODEL``, or ``--judge.config_file`` YAML with ``ChatAPIConfig``
+fields); the key is read from the variable named by ``--judge.key_env``. Without any of
+these, judge metrics are skipped. The sets as distributed: docs/datasets.md; protocols and generic layouts:
+docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from favchat.cli import CommandError
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = {
-    "facesynth": "the test split of a FaceSynth (or any FaVChat) manifest: captions from summaries, judged QA",
-    "manifest": "score an existing predictions JSONL against a manifest (no model needed)",
-    "dfew": "DFEW zero-shot emotion recognition (7 classes), UAR/WAR",
-    "mafw": "MAFW zero-shot emotion recognition (11 classes), UAR/WAR",
-    "captions": "a DFEC-style caption set (annotations.jsonl): CIDEr, ROUGE-L, judge scores, AutoDQ",
-    "ytf": "YouTube Faces verification pairs: accuracy under the 10-fold threshold protocol",
-    "emer": "EMER explainable emotion reasoning: clue and label overlap (judge required)",
-    "frames": "the inference frame-count sweep (Fig. 8) on a caption set or manifest",
-}
+@dataclass
+class EvalRun:
+    """Where the results go and the checkpoint that answers."""
+
+    out: str = ""
+    """Output folder (predictions, metrics.json, report.md)."""
+    checkpoint: str | None = None
+    """FaVChat checkpoint folder (save_pretrained format)."""
+    max_new_tokens: int = 256
+    """Generation length."""
+    num_frames: int | None = None
+    """Frames sampled per stream (None: the checkpoint's processor's)."""
+    device: str | None = None
+    """Torch device (None: cuda if available, else cpu)."""
+    limit: int | None = None
+    """Evaluate only the first N items (a quick look)."""
+    method: str = "FaVChat"
+    """Method name in the report tables."""
+    progress: bool = True
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("out is required: the folder for predictions, metrics.json and report.md (--out DIR)")
 
 
-def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
-    p.add_argument("--out", required=True, type=Path, help="output folder (predictions, metrics.json, report.md)")
-    if model:
-        p.add_argument("--checkpoint", type=Path, help="FaVChat checkpoint folder (save_pretrained format)")
-        p.add_argument("--max-new-tokens", type=int, default=256, help="generation length (default 256)")
-        p.add_argument("--num-frames", type=int, help="override the processor's number of frames")
-        p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N items (a quick look)")
-    p.add_argument("--method", default="FaVChat", help="method name in the report tables")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g = p.add_argument_group("judge (any OpenAI-compatible endpoint)")
-    g.add_argument("--judge-config", type=Path, help="YAML file with ChatAPIConfig fields")
-    g.add_argument("--judge-base-url", help="e.g. http://localhost:8000/v1 (env FAVCHAT_JUDGE_BASE_URL)")
-    g.add_argument("--judge-model", help="judge model name (env FAVCHAT_JUDGE_MODEL)")
-    g.add_argument("--judge-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
-    g.add_argument("--judge-scale", type=int, choices=(5, 10), default=5, help="criterion score scale (default 5)")
-    g.add_argument("--judge-concurrency", type=int, help="requests in flight (default 4)")
-    g.add_argument("--judge-cache", type=Path, help="reply cache folder (default <out>/judge_cache)")
-    g.add_argument("--no-judge", action="store_true", help="skip judge metrics even if a judge is configured")
+@dataclass
+class JudgeOptions:
+    """The judge: any OpenAI-compatible endpoint (or FAVCHAT_JUDGE_BASE_URL / FAVCHAT_JUDGE_MODEL)."""
+
+    config_file: str | None = None
+    """YAML file with ChatAPIConfig fields."""
+    base_url: str | None = None
+    """e.g. http://localhost:8000/v1 (env FAVCHAT_JUDGE_BASE_URL)."""
+    model: str | None = None
+    """Judge model name (env FAVCHAT_JUDGE_MODEL)."""
+    key_env: str | None = None
+    """Environment variable holding the API key (None: OPENAI_API_KEY)."""
+    scale: Literal[5, 10] = 5
+    """Criterion score scale."""
+    concurrency: int | None = None
+    """Requests in flight (None: 4)."""
+    cache: str | None = None
+    """Reply cache folder (None: <out>/judge_cache)."""
+    enabled: bool = True
+    """False: skip judge metrics even if a judge is configured."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint on the paper's benchmarks",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, help_text in BENCHMARKS.items():
-        b = sub.add_parser(name, help=help_text, description=help_text)
-        _common(b, model=name != "manifest")
-        if name in ("facesynth", "manifest"):
-            b.add_argument("--manifest", required=True, type=Path, help="FaVChat manifest JSONL")
-            b.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every clip)")
-        if name == "facesynth":
-            b.add_argument("--no-consistency", action="store_true",
-                           help="do not ask the rephrased questions (halves QA generation; no consistency score)")
-        if name == "manifest":
-            b.add_argument("--predictions", required=True, type=Path,
-                           help="JSONL of {id, answer}: clip ids for summaries, '<clip id>#qa<k>' for QA pairs")
-        if name in ("dfew", "mafw"):
-            b.add_argument("--root", required=True, type=Path, help="data set folder (class folders or videos)")
-            b.add_argument("--fold", type=int, help="evaluate <root>/fold_<k>/ (DFEW has 5 folds)")
-            b.add_argument("--labels", type=Path, help="label CSV (video,label) instead of class folders")
-            b.add_argument("--protocol", choices=("describe-then-classify", "direct"), default="describe-then-classify")
-        if name in ("captions", "emer"):
-            b.add_argument("--annotations", required=True, type=Path, help="annotations.jsonl")
-        if name in ("captions", "facesynth", "manifest", "frames"):
-            b.add_argument("--tokenizer", choices=("auto", "ptb", "simple"), default="auto",
-                           help="caption tokenizer: ptb needs Java; simple is Java-free (default auto)")
-        if name == "ytf":
-            b.add_argument("--root", required=True, type=Path, help="folder of the pair videos")
-            b.add_argument("--pairs", type=Path, help="pairs file (default <root>/splits.txt or pairs.csv)")
-            b.add_argument("--scorer", choices=("labels", "embedding"), default="labels",
-                           help="pair score from the two descriptions (default labels)")
-        if name == "frames":
-            src = b.add_mutually_exclusive_group(required=True)
-            src.add_argument("--annotations", type=Path, help="caption annotations.jsonl")
-            src.add_argument("--manifest", type=Path, help="FaVChat manifest (its test split's summaries)")
-            b.add_argument("--frames", type=int, nargs="+", required=True, help="frame counts, e.g. 8 16 32 64")
-        b.set_defaults(func=main)
+Tokenizer = Literal["auto", "ptb", "simple"]
 
 
-def _judge(args: argparse.Namespace) -> Any:
+def facesynth(config: EvalRun, judge: JudgeOptions, manifest: str, split: str = "test", consistency: bool = True,
+              tokenizer: Tokenizer = "auto") -> int:
+    """The test split of a FaceSynth (or any FaVChat) manifest: captions from summaries, judged QA.
+
+    Args:
+        manifest: FaVChat manifest JSONL.
+        split: Split to evaluate ('all' for every clip).
+        consistency: Also ask the rephrased questions (the consistency score; doubles QA generation).
+        tokenizer: Caption tokenizer: ptb needs Java; simple is Java-free.
+    """
+    return _run("facesynth", config, judge, manifest=manifest, split=split, consistency=consistency,
+                tokenizer=tokenizer)
+
+
+def manifest(config: EvalRun, judge: JudgeOptions, manifest: str, predictions: str, split: str = "test",
+             tokenizer: Tokenizer = "auto") -> int:
+    """Score an existing predictions JSONL against a manifest (no model needed).
+
+    Args:
+        manifest: FaVChat manifest JSONL.
+        predictions: JSONL of {id, answer}: clip ids for summaries, '<clip id>#qa<k>' for QA pairs.
+        split: Split to evaluate ('all' for every clip).
+        tokenizer: Caption tokenizer: ptb needs Java; simple is Java-free.
+    """
+    return _run("manifest", config, judge, manifest=manifest, predictions=predictions, split=split,
+                tokenizer=tokenizer)
+
+
+Protocol = Literal["describe-then-classify", "direct"]
+Fold = int | Literal["all"] | None
+
+
+def dfew(config: EvalRun, root: str, fold: Fold = None, labels: str | None = None,
+         protocol: Protocol = "describe-then-classify",
+         clips: Literal["auto", "original", "clip_224x224", "clip_224x224_16f"] = "auto") -> int:
+    """DFEW zero-shot emotion recognition (7 classes), UAR/WAR.
+
+    Args:
+        root: The DFEW folder as distributed (docs/datasets.md), or class folders (docs/evaluation.md).
+        fold: 1..5, or 'all': the mean over the five folds' test sets (the paper's protocol); with class
+            folders, <root>/fold_<k>/.
+        labels: A label CSV (video,label) instead of the set's own files.
+        protocol: How the answer becomes a class.
+        clips: Which of DFEW's Clip/ folders to read (auto: original videos, else the frame folders).
+    """
+    return _run("dfew", config, None, root=root, fold=fold, labels=labels, protocol=protocol, clips=clips)
+
+
+def mafw(config: EvalRun, root: str, fold: Fold = None, labels: str | None = None,
+         protocol: Protocol = "describe-then-classify") -> int:
+    """MAFW zero-shot emotion recognition (11 classes), UAR/WAR.
+
+    Args:
+        root: The MAFW folder as distributed (docs/datasets.md), or class folders (docs/evaluation.md).
+        fold: 1..5, or 'all': the mean over the five folds' test sets (the paper's protocol); with class
+            folders, <root>/fold_<k>/.
+        labels: A label CSV (video,label) instead of the set's own files.
+        protocol: How the answer becomes a class.
+    """
+    return _run("mafw", config, None, root=root, fold=fold, labels=labels, protocol=protocol)
+
+
+def captions(config: EvalRun, judge: JudgeOptions, annotations: str, videos_root: str | None = None,
+             tokenizer: Tokenizer = "auto") -> int:
+    """DFEC (test.json) or any caption set (annotations.jsonl): CIDEr, ROUGE-L, judge scores, AutoDQ.
+
+    Args:
+        annotations: DFEC's test.json, or an annotations.jsonl.
+        videos_root: DFEC: the folder holding the source sets that test.json's video paths point into (None:
+            test.json's folder).
+        tokenizer: Caption tokenizer: ptb needs Java; simple is Java-free.
+    """
+    return _run("captions", config, judge, annotations=annotations, videos_root=videos_root, tokenizer=tokenizer)
+
+
+def ytf(config: EvalRun, root: str, pairs: str | None = None,
+        images: Literal["auto", "frame", "aligned"] = "auto",
+        scorer: Literal["labels", "embedding"] = "labels") -> int:
+    """YouTube Faces verification pairs: accuracy under the 10-fold threshold protocol.
+
+    Args:
+        root: The YouTube Faces folder (frame_images_DB/, meta_data/ or splits.txt), or a folder of pair videos
+            with splits.txt/pairs.csv.
+        pairs: Pairs file: splits.txt, splits_corrected.txt, meta_and_splits.mat or pairs.csv (None: found under
+            root).
+        images: YouTube Faces: frame_images_DB or aligned_images_DB (auto: the first present).
+        scorer: Pair score from the two descriptions.
+    """
+    return _run("ytf", config, None, root=root, pairs=pairs, images=images, scorer=scorer)
+
+
+def emer(config: EvalRun, judge: JudgeOptions, annotations: str, videos: str | None = None) -> int:
+    """EMER explainable emotion reasoning: clue and label overlap (judge required).
+
+    Args:
+        annotations: EMER's gt-eng.csv (v1) or final-EMER-reason.csv (v2), or an annotations.jsonl.
+        videos: The folder of MER2023's clips (None: the CSV's folder, or video/ or videos/ beside it or beside
+            its folder).
+    """
+    return _run("emer", config, judge, annotations=annotations, videos=videos)
+
+
+def frames(config: EvalRun, judge: JudgeOptions, frames: list[int], annotations: str | None = None,
+           manifest: str | None = None, videos_root: str | None = None, tokenizer: Tokenizer = "auto") -> int:
+    """The inference frame-count sweep (Fig. 8) on a caption set or manifest.
+
+    Args:
+        frames: Frame counts, e.g. [8, 16, 32, 64].
+        annotations: A caption set: DFEC's test.json or annotations.jsonl (or --manifest).
+        manifest: FaVChat manifest (its test split's summaries), instead of --annotations.
+        videos_root: DFEC: the folder holding the source sets that test.json's video paths point into (None:
+            test.json's folder).
+        tokenizer: Caption tokenizer: ptb needs Java; simple is Java-free.
+    """
+    if (annotations is None) == (manifest is None):
+        raise CommandError("give one of --annotations and --manifest")
+    return _run("frames", config, judge, frames=frames, annotations=annotations, manifest=manifest,
+                videos_root=videos_root, tokenizer=tokenizer)
+
+
+def _run(benchmark: str, run: EvalRun, judge: JudgeOptions | None, **options: Any) -> int:
+    """The old flat argument namespace, so the benchmarks below read as one list."""
+    paths = {k: Path(v) if isinstance(v, str) and k in ("manifest", "predictions", "root", "labels", "annotations",
+                                                        "pairs", "videos", "videos_root") else v for k, v in options.items()}
+    judge = judge or JudgeOptions(enabled=False)
+    args = SimpleNamespace(benchmark=benchmark, out=Path(run.out), checkpoint=run.checkpoint and Path(run.checkpoint),
+                           max_new_tokens=run.max_new_tokens, num_frames=run.num_frames, device=run.device,
+                           limit=run.limit, method=run.method, no_progress=not run.progress,
+                           judge_config=judge.config_file and Path(judge.config_file), judge_base_url=judge.base_url,
+                           judge_model=judge.model, judge_key_env=judge.key_env, judge_scale=judge.scale,
+                           judge_concurrency=judge.concurrency, judge_cache=judge.cache and Path(judge.cache),
+                           no_judge=not judge.enabled, no_consistency=not options.get("consistency", True), **paths)
+    return main(args)
+
+
+def _judge_configured(args: SimpleNamespace) -> bool:
+    return not args.no_judge and bool(args.judge_config or args.judge_base_url or args.judge_model or any(
+        k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL")))
+
+
+def _judge(args: SimpleNamespace) -> Any:
     from favchat.chat_api import ChatAPIConfig
     from favchat.eval.judge import Judge
 
-    if args.no_judge:
+    if not _judge_configured(args):
+        if not args.no_judge:
+            log.info("no judge configured (--judge.base_url / --judge.model): judge metrics skipped")
         return None
     if args.judge_config:
-        from favchat.config_io import load_config
+        from favchat.config import load_config
 
         base = load_config(ChatAPIConfig, args.judge_config)
     else:
         base = ChatAPIConfig.from_env(prefix="FAVCHAT_JUDGE_")
-    configured = args.judge_config or args.judge_base_url or args.judge_model or any(
-        k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL"))
-    if not configured:
-        log.info("no judge configured (--judge-base-url / --judge-model): judge metrics skipped")
-        return None
     for field, value in (("base_url", args.judge_base_url), ("model", args.judge_model),
                          ("api_key_env", args.judge_key_env), ("concurrency", args.judge_concurrency)):
         if value is not None:
@@ -120,88 +242,105 @@ def _judge(args: argparse.Namespace) -> Any:
                              progress=not args.no_progress)
 
 
-def _predictor(args: argparse.Namespace, num_frames: int | None = None) -> Any:
+def _predictor(args: SimpleNamespace, num_frames: int | None = None) -> Any:
     from favchat.eval.predict import ModelPredictor
 
     if args.checkpoint is None:
-        raise SystemExit(f"favchat eval {args.benchmark}: --checkpoint is required to generate answers")
+        raise CommandError("--checkpoint is required to generate answers")
     return ModelPredictor(args.checkpoint, num_frames=num_frames or args.num_frames,
                           max_new_tokens=args.max_new_tokens, device=args.device)
 
 
-def main(args: argparse.Namespace) -> int:
+def _load(args: SimpleNamespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read the benchmark's items (before anything is written): the items by kind, and the report's input lines."""
     from favchat import prompts
-    from favchat.eval import benchmarks as bm
-    from favchat.eval import protocols as pr
+    from favchat.eval import benchmarks
+    from favchat.eval.sets import resolve
+
+    b, lim = args.benchmark, (lambda xs: xs[: args.limit]) if args.limit else (lambda xs: xs)
+    describe = prompts.load("describe")
+    if b in ("facesynth", "manifest"):
+        split = None if args.split == "all" else args.split
+        caps, qa = benchmarks.load_manifest_split(args.manifest, split, check_videos=b == "facesynth", default_question=describe)
+        return {"caps": lim(caps), "qa": lim(qa)}, {"manifest": f"{args.manifest} (split {args.split})"}
+    if b in ("dfew", "mafw"):
+        folds, what = resolve.emotion_folds(b, args.root, resolve.parse_fold(args.fold), args.labels,
+                                            getattr(args, "clips", "auto"))
+        fold_line = {"folds": ", ".join(map(str, folds))} if args.fold else {}
+        return {"folds": {k: lim(v) for k, v in folds.items()}}, {"data": what, **fold_line}
+    if b == "captions" or (b == "frames" and args.annotations):
+        samples, what = resolve.caption_samples(args.annotations, describe, args.videos_root)
+        return {"samples": lim(samples)}, {"data": what}
+    if b == "frames":
+        return {"samples": lim(benchmarks.load_manifest_split(args.manifest, "test", default_question=describe)[0])}, \
+            {"manifest": f"{args.manifest} (split test)"}
+    if b == "emer":
+        samples, what = resolve.emer_samples(args.annotations, prompts.load("emer_question"), args.videos)
+        return {"samples": lim(samples)}, {"data": what}
+    pairs, what = resolve.ytf_pairs(args.root, args.pairs, args.images)
+    return {"pairs": lim(pairs)}, {"data": what}
+
+
+def main(args: SimpleNamespace) -> int:
+    from favchat.eval import benchmarks, protocols
     from favchat.eval.benchmarks import BenchmarkError
     from favchat.eval.judge import JudgeError
     from favchat.eval.report import write_report
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not args.verbose:  # the openai client's HTTP layer logs one INFO line per judge request
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
     progress = not args.no_progress
-    lim = (lambda xs: xs[: args.limit]) if args.limit else (lambda xs: xs)
     results: dict[str, Any] = {"benchmark": args.benchmark, "inputs": {}}
+    b = args.benchmark
     try:
+        if b == "emer" and not _judge_configured(args):
+            raise CommandError("EMER is scored by a judge; set --judge.base_url/--judge.model")
+        data, inputs = _load(args)  # a wrong root or file stops here, before anything is written
+        results["inputs"].update(inputs)
+        args.out.mkdir(parents=True, exist_ok=True)
         judge = _judge(args)
         if judge is not None:
             results["inputs"]["judge"] = f"{judge.client.config.model} @ {judge.client.config.base_url or 'default'}"
         if getattr(args, "checkpoint", None):
             results["inputs"]["checkpoint"] = str(args.checkpoint)
-        b = args.benchmark
-        if b in ("facesynth", "manifest"):
-            split = None if args.split == "all" else args.split
-            caps, qa = bm.load_manifest_split(args.manifest, split, check_videos=b == "facesynth",
-                                              default_question=prompts.load("describe"))
-            caps, qa = lim(caps), lim(qa)
-            results["inputs"]["manifest"] = f"{args.manifest} (split {args.split})"
-            if b == "facesynth":
-                predictor = _predictor(args)
-                if caps:
-                    results["captions"] = pr.run_captions(predictor, caps, args.out, judge, args.tokenizer, progress)
-                if qa:
-                    results["qa"] = pr.run_qa(predictor, qa, args.out, judge, not args.no_consistency, progress)
-            else:
-                from favchat.eval.predict import read_predictions
+        if b == "facesynth":
+            predictor = _predictor(args)
+            if data["caps"]:
+                results["captions"] = protocols.run_captions(predictor, data["caps"], args.out, judge, args.tokenizer, progress)
+            if data["qa"]:
+                results["qa"] = protocols.run_qa(predictor, data["qa"], args.out, judge, not args.no_consistency, progress)
+        elif b == "manifest":
+            from favchat.eval.predict import read_predictions
 
-                preds = {k: v["answer"] for k, v in read_predictions(args.predictions).items()}
-                known = caps + qa + [bm.Sample(f"{s.id}~rephrased", s.video) for s in qa]
-                bm.check_prediction_ids(preds, known, str(args.predictions))
-                results["inputs"]["predictions"] = str(args.predictions)
-                cap_done = [s for s in caps if s.id in preds]
-                qa_done = [s for s in qa if s.id in preds]
-                if not cap_done and not qa_done:
-                    raise BenchmarkError(f"{args.predictions}: no prediction matches a clip or QA id of the manifest")
-                if cap_done:
-                    results["captions"] = pr.score_captions(cap_done, preds, judge, args.tokenizer)
-                if qa_done:
-                    results["qa"] = pr.score_qa(qa_done, preds, judge)
+            caps, qa = data["caps"], data["qa"]
+            preds = {k: v["answer"] for k, v in read_predictions(args.predictions).items()}
+            known = caps + qa + [benchmarks.Sample(f"{s.id}~rephrased", s.video) for s in qa]
+            benchmarks.check_prediction_ids(preds, known, str(args.predictions))
+            results["inputs"]["predictions"] = str(args.predictions)
+            cap_done = [s for s in caps if s.id in preds]
+            qa_done = [s for s in qa if s.id in preds]
+            if not cap_done and not qa_done:
+                raise BenchmarkError(f"{args.predictions}: no prediction matches a clip or QA id of the manifest")
+            if cap_done:
+                results["captions"] = protocols.score_captions(cap_done, preds, judge, args.tokenizer)
+            if qa_done:
+                results["qa"] = protocols.score_qa(qa_done, preds, judge)
         elif b in ("dfew", "mafw"):
-            classes = bm.DATASET_CLASSES[b]
-            samples = lim(bm.load_emotion_folder(args.root, classes, args.fold, args.labels))
-            results["inputs"]["data"] = str(args.root) + (f" fold {args.fold}" if args.fold else "")
-            results["classification"] = pr.run_classification(_predictor(args), samples, classes, args.out,
-                                                              args.protocol, progress)
+            classes, folds = benchmarks.DATASET_CLASSES[b], data["folds"]
+            results["classification"] = (
+                protocols.run_classification_folds(_predictor(args), folds, classes, args.out, args.protocol, progress)
+                if len(folds) > 1 else
+                protocols.run_classification(_predictor(args), next(iter(folds.values())), classes, args.out, args.protocol,
+                                      progress))
         elif b == "captions":
-            samples = lim(bm.load_caption_set(args.annotations, prompts.load("describe")))
-            results["captions"] = pr.run_captions(_predictor(args), samples, args.out, judge, args.tokenizer, progress)
+            results["captions"] = protocols.run_captions(_predictor(args), data["samples"], args.out, judge, args.tokenizer,
+                                                  progress)
         elif b == "ytf":
-            pairs = lim(bm.load_pairs(args.root, args.pairs))
-            results["verification"] = pr.run_verification(_predictor(args), pairs, args.out, args.scorer,
+            results["verification"] = protocols.run_verification(_predictor(args), data["pairs"], args.out, args.scorer,
                                                           progress=progress)
         elif b == "emer":
-            if judge is None:
-                raise SystemExit("favchat eval emer: EMER is scored by a judge; set --judge-base-url/--judge-model")
-            samples = lim(bm.load_emer(args.annotations, prompts.load("emer_question")))
-            results["emer"] = pr.run_emer(_predictor(args), samples, args.out, judge, progress)
+            results["emer"] = protocols.run_emer(_predictor(args), data["samples"], args.out, judge, progress)
         elif b == "frames":
-            if args.annotations:
-                samples = lim(bm.load_caption_set(args.annotations, prompts.load("describe")))
-            else:
-                samples = lim(bm.load_manifest_split(args.manifest, "test", default_question=prompts.load("describe"))[0])
-            results["frame_sweep"] = pr.run_frame_sweep(lambda k: _predictor(args, k), args.frames, samples, args.out,
-                                                        judge, args.tokenizer, progress)
+            results["frame_sweep"] = protocols.run_frame_sweep(lambda k: _predictor(args, k), args.frames, data["samples"],
+                                                        args.out, judge, args.tokenizer, progress)
     except (BenchmarkError, JudgeError, FileNotFoundError, ValueError) as e:
         print(f"favchat eval {args.benchmark}: error: {e}", file=sys.stderr)
         return 2

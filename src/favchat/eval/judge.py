@@ -216,7 +216,7 @@ class Judge:
                 cfg = self.client.config
                 raise JudgeUnreachableError(
                     f"cannot reach the judge at {cfg.base_url or 'the OpenAI default URL'} (model {cfg.model!r}): {e}. "
-                    "Check --judge-base-url / FAVCHAT_JUDGE_BASE_URL and that the server is running."
+                    "Check --judge.base_url / FAVCHAT_JUDGE_BASE_URL and that the server is running."
                 ) from e
             raise JudgeError(str(e)) from e
         self.log.add(task, res.value, res.text)

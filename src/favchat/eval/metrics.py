@@ -40,8 +40,10 @@ def _check_pairs(y_true: Sequence[Any], y_pred: Sequence[Any]) -> None:
 
 def war(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
     """Weighted average recall = plain accuracy (each clip weighs the same)."""
+    from sklearn.metrics import accuracy_score
+
     _check_pairs(y_true, y_pred)
-    return float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)]))
+    return float(accuracy_score(list(y_true), list(y_pred)))
 
 
 def uar(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
@@ -49,48 +51,37 @@ def uar(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
 
     A prediction outside the true classes (e.g. an unmatched answer) counts as a miss.
     """
+    from sklearn.metrics import recall_score
+
     _check_pairs(y_true, y_pred)
-    recalls = [r for _, r, _ in _recalls(y_true, y_pred)]
-    return float(np.mean(recalls))
-
-
-def _recalls(y_true: Sequence[Any], y_pred: Sequence[Any]) -> list[tuple[Any, float, int]]:
-    """(class, recall, support) for each class in ``y_true``, in first-seen order."""
-    out = []
-    for c in dict.fromkeys(y_true):
-        idx = [i for i, t in enumerate(y_true) if t == c]
-        out.append((c, sum(y_pred[i] == c for i in idx) / len(idx), len(idx)))
-    return out
+    return float(recall_score(list(y_true), list(y_pred), labels=list(dict.fromkeys(y_true)), average="macro",
+                              zero_division=0))
 
 
 def per_class_table(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> list[dict[str, Any]]:
     """One row per class: support, predicted count, recall, precision, F1 (0 where undefined)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     _check_pairs(y_true, y_pred)
-    rows = []
-    for c in classes:
-        tp = sum(t == c and p == c for t, p in zip(y_true, y_pred, strict=True))
-        support = sum(t == c for t in y_true)
-        predicted = sum(p == c for p in y_pred)
-        rec = tp / support if support else 0.0
-        prec = tp / predicted if predicted else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        rows.append({"class": c, "support": support, "predicted": predicted, "recall": rec, "precision": prec, "f1": f1})
-    return rows
+    prec, rec, f1, support = precision_recall_fscore_support(list(y_true), list(y_pred), labels=list(classes),
+                                                             zero_division=0)
+    return [{"class": c, "support": int(support[k]), "predicted": sum(p == c for p in y_pred),
+             "recall": float(rec[k]), "precision": float(prec[k]), "f1": float(f1[k])} for k, c in enumerate(classes)]
 
 
 def confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Confusion counts (rows: true class, columns: predicted class). Predictions outside ``classes``
     get one extra column, ``unmatched``, so that every clip is counted."""
+    from sklearn.metrics import confusion_matrix
+
     _check_pairs(y_true, y_pred)
     unknown = sorted({t for t in y_true} - set(classes))
     if unknown:
         raise ValueError(f"true labels not in the class list {list(classes)}: {unknown}")
     cols = list(classes) + (["unmatched"] if any(p not in classes for p in y_pred) else [])
-    index = {c: i for i, c in enumerate(cols)}
-    mat = np.zeros((len(classes), len(cols)), dtype=np.int64)  # (C, C or C+1)
-    for t, p in zip(y_true, y_pred, strict=True):
-        mat[index[t], index.get(p, len(cols) - 1)] += 1
-    return mat, cols
+    pred = [p if p in classes else "unmatched" for p in y_pred]
+    mat = confusion_matrix(list(y_true), pred, labels=cols)[: len(classes)]  # (C, C or C+1)
+    return mat.astype(np.int64), cols
 
 
 def plot_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], path: str | os.PathLike,

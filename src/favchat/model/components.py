@@ -4,9 +4,9 @@ of torch, so that reading a training config imports no torch."""
 
 COMPONENTS = (
     "general_encoder", "face_encoder", "text_proj", "low_level", "general_qformer", "face_qformer",
-    "general_adapter", "face_adapter", "static_weights", "projector", "language_model", "phrase_embeddings",
+    "general_adapter", "face_adapter", "static_weights", "projector", "language_model",
 )
 
 # Components a model may lack, which a schedule may still name: ``static_weights`` exists only in the no-adapter
-# ablation (and trains with the adapters), ``phrase_embeddings`` only in a model with its own phrase table.
-OPTIONAL_COMPONENTS = ("static_weights", "phrase_embeddings")
+# ablation (and trains with the adapters).
+OPTIONAL_COMPONENTS = ("static_weights",)

@@ -96,14 +96,6 @@ class FaVChatConfig(PretrainedConfig):
     use_face_encoder: bool = True
     use_m_chain: bool = True
     use_adapters: bool = True
-    # Label slots (favchat.train: stage 0 and the slot loss): video slot k stands for the label slot_labels[k]
-    # (its phrase when the clip shows it and the answer asserts it, empty otherwise); None: stage 0 puts the
-    # phrases in any slot.
-    slot_labels: list[str] | None = None
-    # The phrase table (stage 0 and the slot loss; modeling.PhraseResiduals): a phrase in a video slot is the mean
-    # of its token embeddings plus a learned vector for its label, which starts at zero and trains with the LLM in
-    # stage 0, so that phrases sharing a word ("long hair", "wavy hair") can move apart. False: the token mean.
-    phrase_embeddings: bool = False
     # the LLM side
     video_token: str = "<video>"
     video_token_id: int | None = None
@@ -133,8 +125,6 @@ class FaVChatConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {self.autocast_dtype!r}")
-        if self.slot_labels is not None and len(self.slot_labels) > self.num_query_tokens:
-            raise ValueError(f"{len(self.slot_labels)} slot_labels do not fit num_query_tokens={self.num_query_tokens}")
         if self.face_detector is not None:  # None: the whole frame
             from favchat.data.faces import check_detector_name
 

@@ -1,6 +1,7 @@
 """Attention building blocks shared by the vision towers and the prompt-query levels.
 
-All attention goes through ``F.scaled_dot_product_attention`` (flash/memory-efficient kernels on CUDA,
+Both blocks are transformers' ``GradientCheckpointingLayer``s: ``model.activation_checkpointing_enable()``
+recomputes them in the backward pass. All attention goes through ``F.scaled_dot_product_attention`` (flash/memory-efficient kernels on CUDA,
 works on the meta device for shape inspection). Boolean masks mean True = may attend.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 class Attention(nn.Module):
@@ -41,18 +42,7 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
 
-class Checkpointable(nn.Module):
-    """A block whose forward can be recomputed in the backward pass (``gradient_checkpointing = True``)."""
-
-    gradient_checkpointing = False
-
-    def __call__(self, *args, **kwargs):
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(super().__call__, *args, use_reentrant=False, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-
-class SelfAttentionBlock(Checkpointable):
+class SelfAttentionBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block: x + MHA(LN x), then + FFN(LN x)."""
 
     def __init__(self, dim: int, num_heads: int, hidden: int, eps: float = 1e-6):
@@ -67,7 +57,7 @@ class SelfAttentionBlock(Checkpointable):
         return x + self.mlp(self.norm2(x))
 
 
-class CrossAttentionBlock(Checkpointable):
+class CrossAttentionBlock(GradientCheckpointingLayer):
     """docs/design.md Eq. 4: ``Z = Q + MHA(LN(Q), LN(KV))``, output ``Z + FFN(LN(Z))`` (pre-norm)."""
 
     def __init__(self, dim: int, num_heads: int, hidden: int, eps: float = 1e-6):

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from favchat.data.taxonomy import LABELS
+import favchat.model.processing  # noqa: F401  (registers the processor with AutoProcessor)
 from favchat.model.components import COMPONENTS
 from favchat.model.configuration import FaVChatConfig
 from favchat.model.prompt_query import (
@@ -79,102 +79,12 @@ class VideoFeatures:
         return self._map(lambda t: t.expand(batch_size, *t.shape[1:]))
 
 
-def slot_loss(tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The video tokens' squared distance to what their slots should hold (label slots, the config's
-    ``slot_labels``): tokens and targets (B, N_q, D), a target the phrase's embedding or zero for an empty
-    slot. Summed over the slots, averaged over the samples, and divided by the mean squared norm of the
-    non-empty targets, so the loss does not scale with the embeddings: all-zero tokens score the mean number
-    of filled slots, and a slot costs as much whatever the number of slots."""
-    tokens, targets = tokens.float(), targets.float().to(tokens.device)
-    sq = targets.square().sum(-1)  # (B, N_q)
-    filled = sq > 0
-    scale = sq[filled].mean() if filled.any() else sq.new_ones(())
-    return (tokens - targets).square().sum(-1).sum(-1).mean() / scale
-
-
-def set_slot_loss(tokens: torch.Tensor, targets: torch.Tensor, present: torch.Tensor, phrase_ids: torch.Tensor,
-                  temperature: float = 0.2) -> torch.Tensor:
-    """The slot loss for a model without label slots, whose stage-0 reader takes a clip's phrases in any
-    slot: the video tokens (B, N_q, D) should carry the clip's phrases, one per token, and leave the other
-    tokens empty (zero). ``targets`` (B, N_q, D) holds the phrases' embeddings in any order, ``present``
-    (B, N_q) marks the slots that hold one and ``phrase_ids`` (B, N_q, P) their token ids, which tell
-    phrases apart.
-
-    Each token is classified among the batch's distinct phrases and the empty slot by its negative squared
-    distance to each (divided by ``temperature`` times the phrases' mean squared norm), and the tokens are
-    matched to the targets by a minimum-cost assignment per sample (Hungarian, on that cross-entropy). The
-    loss is the matched pairs' cross-entropy plus their squared distance over the phrases' mean squared norm
-    (the class says *which* phrase, the distance puts the token where the reader saw it), each averaged over
-    the pairs with a phrase and, apart, over the pairs with an empty slot, so the few phrases of a clip are
-    not outweighed by its empty slots. A batch whose clips have no labels has nothing to match: zero."""
-    from scipy.optimize import linear_sum_assignment
-
-    tokens, targets = tokens.float(), targets.float().to(tokens.device)
-    present, phrase_ids = present.to(tokens.device), phrase_ids.to(tokens.device)
-    if not present.any():
-        return tokens.square().sum(-1).mean() * 0
-    protos, cls = torch.unique(phrase_ids[present], dim=0, return_inverse=True)  # the batch's distinct phrases
-    table = torch.zeros(len(protos) + 1, tokens.shape[-1], dtype=tokens.dtype, device=tokens.device)
-    table[cls + 1] = targets[present]  # class 0: the empty slot
-    classes = torch.zeros(present.shape, dtype=torch.long, device=tokens.device)
-    classes[present] = cls + 1
-    scale = targets[present].square().sum(-1).mean().clamp_min(1e-8)
-    dist = (tokens.unsqueeze(-2) - table).square().sum(-1) / scale  # (B, N_q, C)
-    logp = torch.log_softmax(-dist / temperature, -1)
-    # cost[b, i, j]: token i carrying target j
-    cost = -logp.gather(2, classes.unsqueeze(1).expand(-1, tokens.shape[1], -1))
-    rows = torch.stack([torch.as_tensor(linear_sum_assignment(c.numpy())[1]) for c in cost.detach().cpu()])
-    rows = rows.to(tokens.device)  # rows[b, i]: the target matched to token i
-    matched = classes.gather(1, rows)  # (B, N_q) the class each token should carry
-    err = cost.gather(2, rows.unsqueeze(-1)).squeeze(-1) + dist.gather(2, matched.unsqueeze(-1)).squeeze(-1)
-    full = matched > 0
-    return sum(err[m].mean() for m in (full, ~full) if m.any())
-
-
-class PhraseResiduals(nn.Module):
-    """The phrase table (``config.phrase_embeddings``): a learned vector per taxonomy label, added to the mean
-    token embedding of the label's phrase where the phrase fills a video slot (stage 0, and the slot loss's
-    targets), so that phrases sharing a word ("long hair", "wavy hair") can move apart and still carry their
-    words. It starts at zero, the plain token mean. The buffer ``token_ids`` (saved with the model) holds each
-    label phrase's token ids, by which a slot finds its label's row; ``set_phrases`` fills it."""
-
-    max_tokens = 16
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(len(LABELS), dim))
-        self.register_buffer("token_ids", torch.full((len(LABELS), self.max_tokens), -1, dtype=torch.long))
-
-    @torch.no_grad()
-    def set_phrases(self, tokenizer) -> None:
-        from favchat.model.processing import phrase_token_ids
-
-        self.token_ids.fill_(-1)
-        for row, label in enumerate(LABELS):
-            ids = phrase_token_ids(tokenizer, label.phrase)
-            if len(ids) > self.max_tokens:
-                raise ValueError(f"{label.phrase!r} is {len(ids)} tokens, over the phrase table's {self.max_tokens}")
-            self.token_ids[row, :len(ids)] = torch.tensor(ids)
-
-    def forward(self, slot_ids: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
-        """(B, N_q, P) token ids and mask → (B, N_q, dim): each filled slot's row, zero for an empty slot."""
-        mask = slot_mask.bool()
-        filled = mask.any(-1)
-        ids = torch.where(mask, slot_ids, -1)[..., :self.max_tokens]
-        ids = F.pad(ids, (0, self.max_tokens - ids.shape[-1]), value=-1)
-        match = (ids.unsqueeze(-2) == self.token_ids).all(-1)  # (B, N_q, labels)
-        if not torch.equal(match.any(-1), filled):
-            raise ValueError("a video slot holds a phrase that is not a taxonomy label's, or the phrase table has "
-                             "no phrases (FaVChatForConditionalGeneration.from_parts sets them: set_phrases)")
-        return F.embedding(match.float().argmax(-1), self.weight) * filled.unsqueeze(-1).to(self.weight.dtype)
-
-
 @dataclass
 class FaVChatOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    adapter_weights: torch.Tensor | None = None  # (B, 2): (w_g, w_f)
-    slot_loss: torch.Tensor | None = None  # with target_slot_ids: the video tokens' slot loss
+    adapter_weights: torch.Tensor | None = None  # (B, 2): (w_g, w_f); None when video_embeds were given
+    video_hidden_states: torch.Tensor | None = None  # (B, N_q, d_llm): the projected video tokens
     hidden_states: tuple[torch.Tensor, ...] | None = None
     cache: object | None = None  # the LLM's key/value cache (transformers >= 5.24 names it `cache`)
 
@@ -223,7 +133,6 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         # ablation: a learned, question-independent pair of logits, starting at (0.5, 0.5)
         self.static_weights = nn.Parameter(torch.zeros(2)) if two_streams and not c.use_adapters else None
         self.projector = Projector(d, d_llm)
-        self.phrase_embeddings = PhraseResiduals(d_llm) if c.phrase_embeddings else None
         if c.lora:
             from favchat.model.lora import inject_lora
 
@@ -256,16 +165,9 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 from transformers import AutoModel
 
                 tower.model.load_state_dict(AutoModel.from_pretrained(path).state_dict())
-        if model.phrase_embeddings is not None:
-            from favchat.model.processing import default_tokenizer
-
-            model.phrase_embeddings.set_phrases(default_tokenizer(config))
         return model.to(dtype) if dtype is not None else model
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, PhraseResiduals):
-            init.zeros_(module.weight)  # the plain token mean to start with
-            return
         super()._init_weights(module)
         std = 0.02
         if isinstance(module, VideoViT):
@@ -435,62 +337,27 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         return self.video_tokens(video_features.to(dev), question_ids.to(dev),
                                  None if question_mask is None else question_mask.to(dev))
 
-    def phrase_slots(self, slot_ids: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
-        """Phrases as video tokens (stage 0): (B, N_q, P) token ids → (B, N_q, d_llm), each slot the mean of
-        its phrase's token embeddings (zero for an empty slot), plus its label's residual with
-        ``phrase_embeddings`` (the config's). The embeddings get the gradient."""
-        slot_ids, slot_mask = slot_ids.to(self.device), slot_mask.to(self.device)
-        e = self.get_input_embeddings()(slot_ids)  # (B, N_q, P, d_llm)
-        m = slot_mask.to(e.dtype).unsqueeze(-1)
-        slots = (e * m).sum(2) / m.sum(2).clamp_min(1)
-        if self.phrase_embeddings is not None:
-            slots = slots + self.phrase_embeddings(slot_ids, slot_mask).to(slots.dtype)
-        return slots
-
     # ---------------------------------------------------------------- forward / generate
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 question_ids: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
                 general_pixel_values: torch.Tensor | None = None, face_pixel_values: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, video_features: VideoFeatures | None = None,
-                slot_ids: torch.Tensor | None = None, slot_mask: torch.Tensor | None = None,
-                target_slot_ids: torch.Tensor | None = None, target_slot_mask: torch.Tensor | None = None,
-                slot_noise: float = 0.0, output_hidden_states: bool | None = None, **kwargs) -> FaVChatOutput:
+                video_embeds: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                **kwargs) -> FaVChatOutput:
         """Next-token loss on the answer tokens only (``labels`` is -100 everywhere else).
 
-        ``slot_ids`` / ``slot_mask`` (stage 0, ``FaVChatProcessor.encode_phrases``): label phrases fill the
-        video slots instead of the video's tokens (``phrase_slots``); the visual levels do not run and
-        ``adapter_weights`` is None. ``slot_noise`` > 0 then adds Gaussian noise to every slot, its expected
-        norm that fraction of the filled slots' RMS norm (the reader learns to read approximate phrases).
-        ``target_slot_ids`` / ``target_slot_mask`` (same form): the phrases the video tokens should carry,
-        slot by slot with label slots (``slot_loss``), in any order without them (``set_slot_loss``); the
-        output's ``slot_loss`` is then that loss (no gradient into the embedding table)."""
-        loss_slots = None
+        ``video_embeds`` (B, N_q, d_llm): vectors to put in the video slots instead of the visual levels'
+        tokens (the towers and levels then do not run and ``adapter_weights`` is None); a recipe's seam, as
+        ``inputs_embeds`` is the LLM's. The output's ``video_hidden_states`` are the tokens the slots held, so
+        a recipe's trainer can add a loss on them."""
         with self._autocast():
-            if slot_ids is not None:
-                if slot_mask is None:
-                    raise ValueError("slot_ids need their slot_mask (FaVChatProcessor.encode_phrases)")
-                video_embeds, weights = self.phrase_slots(slot_ids, slot_mask), None
-                if slot_noise > 0:
-                    filled = slot_mask.to(self.device).bool().any(-1)
-                    if filled.any():
-                        rms = video_embeds.detach()[filled].float().square().sum(-1).mean().sqrt()
-                        std = (slot_noise * rms / video_embeds.shape[-1] ** 0.5).to(video_embeds.dtype)
-                        video_embeds = video_embeds + std * torch.randn_like(video_embeds)
+            if video_embeds is not None:
+                video_embeds, weights = video_embeds.to(self.device), None
             elif question_ids is None:
                 raise ValueError("question_ids are required: the prompt-query levels are guided by the question")
             else:
                 video_embeds, weights = self._video_embeds(question_ids, question_mask, general_pixel_values,
                                                            face_pixel_values, video_features)
-                if target_slot_ids is not None:
-                    if target_slot_mask is None:
-                        raise ValueError("target_slot_ids need their target_slot_mask")
-                    with torch.no_grad():
-                        targets = self.phrase_slots(target_slot_ids, target_slot_mask)
-                    if self.config.slot_labels is not None:
-                        loss_slots = slot_loss(video_embeds, targets)
-                    else:
-                        loss_slots = set_slot_loss(video_embeds, targets, target_slot_mask.bool().any(-1),
-                                                   target_slot_ids)
             embeds = self.merge_video_tokens(input_ids.to(self.device), video_embeds)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -505,7 +372,7 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 labels = labels.to(self.device)
                 loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                        ignore_index=-100)
-        return FaVChatOutput(loss=loss, logits=out.logits, adapter_weights=weights, slot_loss=loss_slots,
+        return FaVChatOutput(loss=loss, logits=out.logits, adapter_weights=weights, video_hidden_states=video_embeds,
                              hidden_states=out.hidden_states if output_hidden_states else None,
                              cache=out.cache)
 
@@ -530,3 +397,8 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 do_sample=do_sample, streamer=streamer,
                 pad_token_id=gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else gen_cfg.eos_token_id,
                 **sampling, **kwargs)
+
+
+# A saved checkpoint loads through the Auto classes too (AutoProcessor: favchat.model.processing registers it).
+AutoModel.register(FaVChatConfig, FaVChatForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(FaVChatConfig, FaVChatForConditionalGeneration, exist_ok=True)

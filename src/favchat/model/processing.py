@@ -14,7 +14,6 @@ both the processor and ``VideoInputs`` pickle (a detector is rebuilt by name in 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoProcessor, ProcessorMixin
+from transformers.video_processing_utils import VideoProcessorMixin
 
 from favchat.data.faces import Box, crop_face, get_detector
 from favchat.data.video import VideoDecodeError, probe, read_frames, sample_indices
-
-PROCESSOR_FILE = "favchat_processor.json"
+from favchat.model.configuration import FaVChatConfig
 
 
 @dataclass
@@ -57,75 +57,33 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
                                 else cv2.INTER_LINEAR) for f in frames])
 
 
-class FaVChatProcessor:
-    """See the module docstring. ``face_detector``: None, a name for ``get_detector`` or a detector."""
+class FaVChatVideoProcessor(VideoProcessorMixin):
+    """Videos → the two streams' pixel values: general frames resized to ``image_size``, facial frames cropped
+    around the face ``face_detector`` finds (None, a ``get_detector`` name or a detector) and resized to
+    ``face_image_size``. Saved as ``video_preprocessor_config.json``."""
 
-    def __init__(self, tokenizer, num_query_tokens: int = 8, num_general_frames: int = 8, num_face_frames: int = 8,
-                 image_size: int = 32, face_image_size: int = 32, image_mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 image_std: Sequence[float] = (0.229, 0.224, 0.225), video_token: str = "<video>",
-                 system_prompt: str | None = None, face_detector: Any = None, face_margin: float = 0.25):
-        self.tokenizer = tokenizer
-        self.num_query_tokens, self.num_general_frames, self.num_face_frames = (
-            num_query_tokens, num_general_frames, num_face_frames)
+    model_input_names = ["general_pixel_values", "face_pixel_values"]
+    SETTINGS = ("num_general_frames", "num_face_frames", "image_size", "face_image_size", "image_mean", "image_std",
+                "face_margin")
+
+    def __init__(self, num_general_frames: int = 8, num_face_frames: int = 8, image_size: int = 32,
+                 face_image_size: int = 32, image_mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 image_std: Sequence[float] = (0.229, 0.224, 0.225), face_detector: Any = None,
+                 face_margin: float = 0.25, **kwargs: Any):
+        kwargs.pop("video_processor_type", None)  # what to_dict writes for AutoVideoProcessor
+        super().__init__(**kwargs)
+        self.num_general_frames, self.num_face_frames = num_general_frames, num_face_frames
         self.image_size, self.face_image_size = image_size, face_image_size
-        self.image_mean, self.image_std = list(image_mean), list(image_std)
-        self.video_token, self.system_prompt, self.face_margin = video_token, system_prompt, face_margin
-        if video_token not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [video_token]})
-        self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if not tokenizer.chat_template:
-            raise ValueError("the tokenizer has no chat template; set tokenizer.chat_template (e.g. ChatML)")
+        self.image_mean, self.image_std, self.face_margin = list(image_mean), list(image_std), face_margin
         self._detector_name = face_detector if isinstance(face_detector, str) else getattr(face_detector, "name", None)
         self._detector = None if isinstance(face_detector, str) else face_detector
 
-    # ------------------------------------------------------------------ construction / persistence
-    @classmethod
-    def from_config(cls, config, tokenizer=None, face_detector: Any = None) -> FaVChatProcessor:
-        """Settings from a FaVChatConfig; the tokenizer of its preset when none is given. ``face_detector``
-        replaces the config's (``config.face_detector``, a detector name)."""
-        if tokenizer is None:
-            tokenizer = default_tokenizer(config)
-        proc = cls(tokenizer, num_query_tokens=config.num_query_tokens,
-                   num_general_frames=config.num_general_frames, num_face_frames=config.num_face_frames,
-                   image_size=config.image_size, face_image_size=config.face_image_size,
-                   image_mean=config.image_mean, image_std=config.image_std, video_token=config.video_token,
-                   system_prompt=config.system_prompt,
-                   face_detector=face_detector if face_detector is not None else config.face_detector)
-        if config.video_token_id is None:
-            config.video_token_id = proc.video_token_id
-        elif config.video_token_id != proc.video_token_id:
-            raise ValueError(f"the tokenizer's {config.video_token!r} id {proc.video_token_id} differs from "
-                             f"config.video_token_id {config.video_token_id}")
-        if len(tokenizer) > config.text_config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LLM only "
-                             f"{config.text_config.vocab_size} embeddings")
-        return proc
-
     def settings(self) -> dict[str, Any]:
-        """What the processor's output depends on besides the tokenizer (what ``save_pretrained`` writes)."""
-        keys = ("num_query_tokens", "num_general_frames", "num_face_frames", "image_size", "face_image_size",
-                "image_mean", "image_std", "video_token", "system_prompt", "face_margin")
-        return {k: getattr(self, k) for k in keys} | {"face_detector": self._detector_name}
+        """What the pixel values depend on (what ``save_pretrained`` writes)."""
+        return {k: getattr(self, k) for k in self.SETTINGS} | {"face_detector": self._detector_name}
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(path)
-        (path / PROCESSOR_FILE).write_text(json.dumps(self.settings(), indent=2))
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FaVChatProcessor:
-        from transformers import AutoTokenizer
-
-        import favchat.model.configuration  # noqa: F401  (AutoTokenizer reads config.json through AutoConfig)
-
-        path = Path(path)
-        if not (path / PROCESSOR_FILE).exists():
-            raise FileNotFoundError(f"{path}: no {PROCESSOR_FILE} (not a saved FaVChatProcessor)")
-        settings = json.loads((path / PROCESSOR_FILE).read_text()) | overrides
-        return cls(AutoTokenizer.from_pretrained(path), **settings)
+    def to_dict(self) -> dict[str, Any]:
+        return self.settings() | {"video_processor_type": type(self).__name__}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -138,6 +96,14 @@ class FaVChatProcessor:
         if self._detector is None and self._detector_name is not None:
             self._detector = get_detector(self._detector_name)
         return self._detector
+
+    def preprocess(self, videos: Sequence[VideoInputs | str | os.PathLike | np.ndarray], **kwargs: Any):
+        """Pixel values of a batch of videos (files, frame arrays or ``load_video`` results)."""
+        from transformers import BatchFeature
+
+        loaded = [v if isinstance(v, VideoInputs) else self.load_video(v) for v in videos]
+        general, face = self.pixel_values(loaded)
+        return BatchFeature(data={"general_pixel_values": general, "face_pixel_values": face})
 
     # ------------------------------------------------------------------ video
     def load_video(self, video: str | os.PathLike | np.ndarray,
@@ -189,6 +155,116 @@ class FaVChatProcessor:
         mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std).view(1, 3, 1, 1)
         return (x - mean) / std
+
+    def pixel_values(self, videos: Sequence[VideoInputs]):
+        """Normalised pixel tensors of loaded videos: general (B, Tg, 3, H, W) and face (B, Tf, 3, h, w)."""
+        import torch
+
+        return (torch.stack([self._pixels(v.general, self.image_size) for v in videos]),
+                torch.stack([self._pixels(v.face, self.face_image_size) for v in videos]))
+
+
+class FaVChatProcessor(ProcessorMixin):
+    """See the module docstring: the video processor (``FaVChatVideoProcessor``) and the LLM's tokenizer, with
+    the prompt format (``num_query_tokens`` placeholders, ``system_prompt``). ``AutoProcessor`` loads a saved one."""
+
+    def __init__(self, video_processor: FaVChatVideoProcessor | None = None, tokenizer=None, num_query_tokens: int = 8,
+                 video_token: str = "<video>", system_prompt: str | None = None, chat_template: str | None = None):
+        if tokenizer is None:
+            raise ValueError("FaVChatProcessor needs the LLM's tokenizer")
+        self.num_query_tokens, self.video_token, self.system_prompt = num_query_tokens, video_token, system_prompt
+        if video_token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [video_token]})
+        self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not tokenizer.chat_template:
+            raise ValueError("the tokenizer has no chat template; set tokenizer.chat_template (e.g. ChatML)")
+        super().__init__(video_processor or FaVChatVideoProcessor(), tokenizer, chat_template=chat_template)
+
+    # ------------------------------------------------------------------ construction / persistence
+    @classmethod
+    def from_config(cls, config, tokenizer=None, face_detector: Any = None) -> FaVChatProcessor:
+        """Settings from a FaVChatConfig; the tokenizer of its preset when none is given. ``face_detector``
+        replaces the config's (``config.face_detector``, a detector name)."""
+        if tokenizer is None:
+            tokenizer = default_tokenizer(config)
+        video = FaVChatVideoProcessor(num_general_frames=config.num_general_frames,
+                                      num_face_frames=config.num_face_frames, image_size=config.image_size,
+                                      face_image_size=config.face_image_size, image_mean=config.image_mean,
+                                      image_std=config.image_std,
+                                      face_detector=face_detector if face_detector is not None else config.face_detector)
+        proc = cls(video, tokenizer, num_query_tokens=config.num_query_tokens, video_token=config.video_token,
+                   system_prompt=config.system_prompt)
+        if config.video_token_id is None:
+            config.video_token_id = proc.video_token_id
+        elif config.video_token_id != proc.video_token_id:
+            raise ValueError(f"the tokenizer's {config.video_token!r} id {proc.video_token_id} differs from "
+                             f"config.video_token_id {config.video_token_id}")
+        if len(tokenizer) > config.text_config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LLM only "
+                             f"{config.text_config.vocab_size} embeddings")
+        return proc
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> FaVChatProcessor:
+        """A saved processor; ``overrides`` replace video settings (``num_general_frames``, ``face_detector``...)."""
+        import favchat.model.configuration  # noqa: F401  (AutoTokenizer reads config.json through AutoConfig)
+
+        video = {k: overrides.pop(k) for k in list(overrides) if k in (*FaVChatVideoProcessor.SETTINGS, "face_detector")}
+        if not (Path(path) / "processor_config.json").is_file():
+            raise FileNotFoundError(f"{path}: no processor_config.json (not a saved FaVChatProcessor)")
+        proc = super().from_pretrained(path, **overrides)
+        if video:
+            proc.video_processor = FaVChatVideoProcessor(**(proc.video_processor.settings() | video))
+        return proc
+
+    # transformers finds a video processor's class through AutoVideoProcessor, which needs torchvision (nothing
+    # else here does): these two name FaVChatVideoProcessor directly.
+    @classmethod
+    def _get_arguments_from_pretrained(cls, path, processor_dict=None, **kwargs) -> list[Any]:
+        return [FaVChatVideoProcessor.from_pretrained(path),
+                cls._load_tokenizer_from_pretrained("tokenizer", path, **kwargs)]
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
+        if argument_name != "video_processor":
+            return super().check_argument_for_proper_class(argument_name, argument)
+        if not isinstance(argument, FaVChatVideoProcessor):
+            raise TypeError(f"video_processor must be a FaVChatVideoProcessor, got {type(argument).__name__}")
+        return FaVChatVideoProcessor
+
+    def settings(self) -> dict[str, Any]:
+        """What the processor's output depends on besides the tokenizer."""
+        return self.video_processor.settings() | {"num_query_tokens": self.num_query_tokens,
+                                                  "video_token": self.video_token, "system_prompt": self.system_prompt}
+
+    # The video side, as the processor's own (a dataset's load_video, the chat's frames).
+    def load_video(self, video: str | os.PathLike | np.ndarray,
+                   frame_range: tuple[int, int] | None = None) -> VideoInputs:
+        return self.video_processor.load_video(video, frame_range)
+
+    def pixel_values(self, videos: Sequence[VideoInputs]):
+        return self.video_processor.pixel_values(videos)
+
+    @property
+    def num_general_frames(self) -> int:
+        return self.video_processor.num_general_frames
+
+    @property
+    def num_face_frames(self) -> int:
+        return self.video_processor.num_face_frames
+
+    @property
+    def image_size(self) -> int:
+        return self.video_processor.image_size
+
+    @property
+    def face_image_size(self) -> int:
+        return self.video_processor.face_image_size
+
+    @property
+    def face_detector(self):
+        return self.video_processor.face_detector
 
     # ------------------------------------------------------------------ text
     def build_messages(self, question: str, history: Sequence[tuple[str, str]] = (),
@@ -244,7 +320,7 @@ class FaVChatProcessor:
                  return_tensors: str = "pt", padding_side: str | None = None):
         """A padded batch. ``padding_side`` defaults to right with answers (training), left without
         (generation, so every prompt ends where the answer starts). ``videos=None``: text only, no pixel
-        values (stage 0 fills the video slots with label phrases: ``encode_phrases``)."""
+        values (a recipe then fills the video slots: the model's ``video_embeds``)."""
         from transformers import BatchFeature
 
         if return_tensors != "pt":
@@ -266,33 +342,8 @@ class FaVChatProcessor:
             data["labels"], _ = _pad([t[1] for t in texts], -100, side)
         data["question_ids"], data["question_mask"] = _pad(q_ids, pad, "right")
         if videos is not None:
-            inputs = [v if isinstance(v, VideoInputs) else self.load_video(v) for v in videos]
-            data["general_pixel_values"], data["face_pixel_values"] = self.pixel_values(inputs)
+            data |= self.video_processor(videos).data
         return BatchFeature(data=data)
-
-    def encode_phrases(self, phrases: Sequence[Sequence[str]]):
-        """Phrases for the video slots, one per slot: → ``slot_ids`` (B, N_q, P) and ``slot_mask`` (B, N_q, P)
-        (zero for padding and for empty slots; an empty string leaves its slot empty). A sample with more
-        phrases than the N_q slots keeps its first N_q."""
-        import torch
-
-        ids = [[phrase_token_ids(self.tokenizer, p) if p else [] for p in ps[:self.num_query_tokens]]
-               for ps in phrases]
-        width = max([1] + [len(t) for sample in ids for t in sample])
-        slot_ids = torch.full((len(ids), self.num_query_tokens, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        slot_mask = torch.zeros_like(slot_ids)
-        for b, sample in enumerate(ids):
-            for k, t in enumerate(sample):
-                slot_ids[b, k, :len(t)] = torch.tensor(t, dtype=torch.long)
-                slot_mask[b, k, :len(t)] = 1
-        return slot_ids, slot_mask
-
-    def pixel_values(self, videos: Sequence[VideoInputs]):
-        """Normalised pixel tensors of loaded videos: general (B, Tg, 3, H, W) and face (B, Tf, 3, h, w)."""
-        import torch
-
-        return (torch.stack([self._pixels(v.general, self.image_size) for v in videos]),
-                torch.stack([self._pixels(v.face, self.face_image_size) for v in videos]))
 
     def batch_decode(self, ids, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
@@ -314,11 +365,6 @@ def _pad(seqs: list[list[int]], value: int, side: str):
     return ids, mask
 
 
-def phrase_token_ids(tokenizer, phrase: str) -> list[int]:
-    """A label phrase's token ids as it reads inside a sentence (after a space)."""
-    return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]
-
-
 def default_tokenizer(config):
     """The tokenizer that goes with a preset: built in code for ``tiny``, SmolLM2's for ``smollm2``, the
     LLM folder's otherwise."""
@@ -331,3 +377,6 @@ def default_tokenizer(config):
 
         return AutoTokenizer.from_pretrained(config.llm_path)
     raise ValueError("no tokenizer given and the config names no llm_path to load one from")
+
+
+AutoProcessor.register(FaVChatConfig, FaVChatProcessor, exist_ok=True)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
-from favchat.model.layers import Attention, Checkpointable, CrossAttentionBlock, FeedForward
+from favchat.model.layers import Attention, CrossAttentionBlock, FeedForward
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -66,7 +67,7 @@ class LowLevelChain(nn.Module):
         return m, f_hat
 
 
-class QFormerLayer(Checkpointable):
+class QFormerLayer(GradientCheckpointingLayer):
     """One layer; ``text_ffn=False`` for the last layer, whose text states nothing reads (an unused FFN
     would get no gradient, and distributed training rejects parameters without one)."""
 

@@ -1,9 +1,9 @@
 """Configuration of the RL stage (DE-GRPO or vanilla GRPO): one dataclass, one YAML file.
 
 Defaults follow the paper's Table 6 (β = 0.8, τ_low = 0.20, τ_high = 0.80, γ = 0.50, clip ε = 0.20,
-β_KL = 0.01). Every field carries its help text in ``metadata["help"]``; bad combinations are rejected
-in ``__post_init__`` with a message saying how to fix them. ``favchat rl --config FILE`` reads it
-(through ``favchat.config_io.load_config``, so ``--key value`` overrides work too)::
+β_KL = 0.01). Every field's help is its attribute docstring (``favchat rl --help`` lists them); bad
+combinations are rejected in ``__post_init__`` with a message saying how to fix them. ``favchat rl --config
+FILE`` reads it (any field can be overridden after it: ``--num_generations 8``)::
 
     algorithm: de_grpo
     model_path: runs/stage3/final
@@ -13,7 +13,6 @@ in ``__post_init__`` with a message saying how to fix them. ``favchat rl --confi
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,96 +22,137 @@ BACKENDS = ("lexicon", "embedding")
 QUESTION_TYPES = ("attribute", "action", "emotion", "description")  # the QA types the facial reward scores
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
 @dataclass
 class RLConfig:
-    # --- what to run
-    algorithm: str = _f("de_grpo", "de_grpo: the facial reward, a value head and Eq. 13's advantage, with the "
-                        "recurrent data mechanism (recurrent_data); grpo: the same trainer with group-normalised "
-                        "advantages and no critic, every sample every round.")
-    recurrent_data: bool = _f(True, "de_grpo: the recurrent data mechanism (utility h weighting the advantage, "
-                              "removal below tau_low, reward decay above tau_high). false: Table 4's 'w.o. RD' "
-                              "(h ≡ 1, every sample every round; reward, critic and Eq. 13 otherwise unchanged).")
-    reward: str = _f("facial", "facial: the fine-grained facial reward (Eq. 7); format_length: the 'standard' "
-                     "format-and-length reward of the paper's 'w. GRPO' ablation.")
-    model_path: str | None = _f(None, "Stage-3 checkpoint folder (FaVChatForConditionalGeneration.from_pretrained).")
-    preset: str = _f("tiny", "Model preset used when model_path is empty (random weights: tests and benchmarks).")
-    train_manifest: str | None = _f(None, "JSONL manifest of the RL pool (clips with labels and QA pairs).")
-    eval_manifest: str | None = _f(None, "Held-out manifest for the reward curve (optional).")
-    train_split: str | None = _f("train", "Split of train_manifest to use (None: all lines).")
-    eval_split: str | None = _f(None, "Split of eval_manifest to use (None: all lines).")
-    pool_fraction: float = _f(1.0, "Fraction of the training samples that form the RL pool (the paper: ~10K of 170K).")
-    question_types: list[str] = _f(list(QUESTION_TYPES), "QA types of the manifest that become RL samples "
-                                   f"(any of {list(QUESTION_TYPES)}; rl/data.py); eval_manifest's held-out "
-                                   "samples too.")
-    num_workers: int = _f(2, "DataLoader workers that decode the next batches' videos (and find their faces) while "
-                          "the trainer works on this one (0: in the training process).")
-    video_cache_size: int = _f(512, "Decoded clips kept in memory for later visits, least recently used out first "
-                               "(~3.6 MB a clip at the paper preset's frames; 0: none).")
-    output_dir: str = _f("runs/rl", "Where checkpoints, the CSV log and the plots go.")
-    seed: int = _f(0, "Seed of sampling, shuffling and initialisation.")
-    deterministic: bool = _f(False, "Deterministic kernels only (train/determinism.py): on a GPU, runs with one seed "
-                             "and resumed runs then train the same weights; slower.")
-    # --- rollouts
-    num_generations: int = _f(4, "G: responses sampled per sample.")
-    temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
-    top_p: float = _f(0.9, "Nucleus sampling of the rollouts.")
-    max_new_tokens: int = _f(320, "Longest response sampled (and decoded greedily for the held-out reward): the "
-                             "paper's descriptions are ~170 words, ~210 tokens.")
-    batch_size: int = _f(8, "Samples (prompts) per process per optimizer step; each yields G responses. The paper "
-                         "(App. C) uses 8 in all: 8 on one process, 1 per process on 8 GPUs.")
-    # --- optimisation
-    learning_rate: float = _f(1e-5, "AdamW learning rate of the policy.")
-    value_learning_rate: float = _f(1e-3, "AdamW learning rate of the value head and its pooling.")
-    weight_decay: float = _f(0.01, "AdamW weight decay (App. C: non-zero; its value is not in the paper's text).")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
-    num_rounds: int = _f(3, "Rounds of the recurrent data mechanism (Fig. 7); 0: only score the starting model "
-                         "on the held-out samples (Table 4's 'w.o. RL').")
-    round_passes: int = _f(5, "Each round is round_passes·|pool| / (global batch) optimizer steps, drawn as "
-                           "shuffled passes over the samples still in the pool: each visit updates a sample's h "
-                           "once, and Table 6's β needs ~5 visits to carry h from h0 across a threshold "
-                           "(docs/de_grpo.md).")
-    max_steps: int = _f(0, "Stop after this many optimizer steps in total (0: run all rounds).")
-    num_iterations: int = _f(1, "μ: policy updates per batch of rollouts (1: old policy = current policy).")
-    clip_eps: float = _f(0.2, "ε of the clipped surrogate (Table 6).")
-    beta_kl: float = _f(0.01, "β_KL: weight of the k3 KL to the reference policy (Table 6).")
-    adv_eps: float = _f(1e-4, "ε added to the group reward std in the advantage (TRL's value).")
-    adv_std_floor: float = _f(0.1, "Floor of the group reward std that divides every algorithm's advantage, so "
-                              "that a group with equal rewards and an imperfect critic does not get advantages of "
-                              "size 1/ε (DE-GRPO), and GRPO's steps are on the same scale (0: Eq. 13 and TRL's "
-                              "GRPO exactly).")
-    trainable: list[str] = _f(["general_adapter", "face_adapter", "general_qformer", "face_qformer", "projector",
-                               "language_model"], "Model components trained by RL (stage 3's set; with LoRA, "
-                              "language_model means its LoRA weights). The vision towers stay frozen.")
-    kl_is_correction: bool = _f(False, "Multiply the k3 KL by the importance ratio (TRL's use_bias_correction_kl).")
-    # --- DE-GRPO (Table 6 and docs/design.md §3)
-    beta: float = _f(0.8, "β of the recurrent state h ← βh + (1−β)σ((U−δ)/τ) (Eq. 11).")
-    tau: float = _f(0.05, "τ: temperature of the logistic in Eq. 11.")
-    tau_low: float = _f(0.2, "τ_low: a sample with h < τ_low leaves the pool (Eq. 12).")
-    tau_high: float = _f(0.8, "τ_high: a sample with h > τ_high has its rewards decayed (Eq. 12).")
-    gamma: float = _f(0.5, "γ: reward decay of samples above τ_high (Eq. 12).")
-    h0: float = _f(0.5, "h^(0): initial recurrent state of every sample.")
-    pair_margin: float = _f(0.0, "ε of the preference pairs: (w, l) with R_w > R_l + ε.")
-    probe: list[str] = _f([], "Parameter-name prefixes of the probe set θ' for the gradient sensitivity "
-                          "(Eq. 9); empty: the last trainable layer.")
-    value_coef: float = _f(0.5, "Weight of the value-head MSE in the loss (Eq. 16).")
-    # --- reward
-    reward_backend: str = _f("lexicon", "lexicon (taxonomy synonyms, negation-aware) or embedding (all-MiniLM-L6-v2).")
-    embedding_threshold: float = _f(0.6, "Cosine similarity above which the embedding backend matches a label.")
-    learnable_weights: bool = _f(True, "λ = softmax(η) learnable (ascent on within-group reward std); False: fixed.")
-    reward_weights: list[float] = _f([1.0, 1.0, 1.0], "Initial (or fixed) λ over appearance, action, emotion.")
-    weights_lr: float = _f(0.1, "Step size of the ascent on η.")
-    weights_kl: float = _f(0.1, "Weight of the KL(λ ‖ uniform) pull.")
-    # --- bookkeeping
-    save_every: int = _f(50, "Save a checkpoint every this many steps (and at the end of each round).")
-    eval_every: int = _f(0, "Held-out reward every this many steps (0: only at the end of each round).")
-    eval_samples: int = _f(16, "Held-out samples scored per evaluation (greedy decoding).")
-    log_every: int = _f(1, "Console log every this many steps (the CSV gets every step).")
+    """The RL stage: DE-GRPO or vanilla GRPO from a stage-3 checkpoint (Table 6's values by default)."""
+
+    algorithm: str = "de_grpo"
+    """de_grpo: the facial reward, a value head and Eq. 13's advantage, with the recurrent data mechanism
+    (recurrent_data); grpo: the same trainer with advantages normalised within each group and no critic,
+    every sample every round."""
+    recurrent_data: bool = True
+    """de_grpo: the recurrent data mechanism (utility h weighting the advantage, removal below tau_low, reward
+    decay above tau_high). false: Table 4's 'w.o. RD' (h ≡ 1, every sample every round; reward, critic and Eq.
+    13 otherwise unchanged)."""
+    reward: str = "facial"
+    """facial: the fine-grained facial reward (Eq. 7); format_length: the 'standard' format-and-length reward
+    of the paper's 'w. GRPO' ablation."""
+    model_path: str | None = None
+    """Stage-3 checkpoint folder (FaVChatForConditionalGeneration.from_pretrained)."""
+    preset: str = "tiny"
+    """Model preset used when model_path is empty (random weights: tests and benchmarks)."""
+    train_manifest: str | None = None
+    """JSONL manifest of the RL pool (clips with labels and QA pairs)."""
+    eval_manifest: str | None = None
+    """Held-out manifest for the reward curve (optional)."""
+    train_split: str | None = "train"
+    """Split of train_manifest to use (None: all lines)."""
+    eval_split: str | None = None
+    """Split of eval_manifest to use (None: all lines)."""
+    pool_fraction: float = 1.0
+    """Fraction of the training samples that form the RL pool (the paper: ~10K of 170K)."""
+    question_types: list[str] = field(default_factory=lambda: list(QUESTION_TYPES))
+    """QA types of the manifest that become RL samples (any of ['attribute', 'action', 'emotion',
+    'description']; rl/data.py); eval_manifest's held-out samples too."""
+    num_workers: int = 2
+    """DataLoader workers that decode the next batches' videos (and find their faces) while the trainer works
+    on this one (0: in the training process)."""
+    video_cache_size: int = 512
+    """Decoded clips kept in memory for later visits, least recently used out first (~3.6 MB a clip at the
+    paper preset's frames; 0: none)."""
+    output_dir: str = "runs/rl"
+    """Where checkpoints, the CSV log and the plots go."""
+    seed: int = 0
+    """Seed of sampling, shuffling and initialisation."""
+    deterministic: bool = False
+    """Deterministic kernels only (train/determinism.py): on a GPU, runs with one seed and resumed runs then
+    train the same weights; slower."""
+    num_generations: int = 4
+    """G: responses sampled per sample."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    top_p: float = 0.9
+    """Nucleus sampling of the rollouts."""
+    max_new_tokens: int = 320
+    """Longest response sampled (and decoded greedily for the held-out reward): the paper's descriptions are
+    ~170 words, ~210 tokens."""
+    batch_size: int = 8
+    """Samples (prompts) per process per optimizer step; each yields G responses. The paper (App. C) uses 8 in
+    all: 8 on one process, 1 per process on 8 GPUs."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate of the policy."""
+    value_learning_rate: float = 1e-3
+    """AdamW learning rate of the value head and its pooling."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (App. C: non-zero; its value is not in the paper's text)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+    num_rounds: int = 3
+    """Rounds of the recurrent data mechanism (Fig. 7); 0: only score the starting model on the held-out
+    samples (Table 4's 'w.o. RL')."""
+    round_passes: int = 5
+    """Each round is round_passes·|pool| / (global batch) optimizer steps, drawn as shuffled passes over the
+    samples still in the pool: each visit updates a sample's h once, and Table 6's β needs ~5 visits to carry
+    h from h0 across a threshold (docs/de_grpo.md)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps in total (0: run all rounds)."""
+    num_iterations: int = 1
+    """μ: policy updates per batch of rollouts (1: old policy = current policy)."""
+    clip_eps: float = 0.2
+    """ε of the clipped surrogate (Table 6)."""
+    beta_kl: float = 0.01
+    """β_KL: weight of the k3 KL to the reference policy (Table 6)."""
+    adv_eps: float = 1e-4
+    """ε added to the group reward std in the advantage (TRL's value)."""
+    adv_std_floor: float = 0.1
+    """Floor of the group reward std that divides every algorithm's advantage, so that a group with equal
+    rewards and an imperfect critic does not get advantages of size 1/ε (DE-GRPO), and GRPO's steps are on the
+    same scale (0: Eq. 13 and TRL's GRPO exactly)."""
+    trainable: list[str] = field(default_factory=lambda: [
+        "general_adapter", "face_adapter", "general_qformer", "face_qformer", "projector", "language_model"])
+    """Model components trained by RL (stage 3's set; with LoRA, language_model means its LoRA weights). The
+    vision towers stay frozen."""
+    kl_is_correction: bool = False
+    """Multiply the k3 KL by the importance ratio (TRL's use_bias_correction_kl)."""
+    beta: float = 0.8
+    """β of the recurrent state h ← βh + (1−β)σ((U−δ)/τ) (Eq. 11)."""
+    tau: float = 0.05
+    """τ: temperature of the logistic in Eq. 11."""
+    tau_low: float = 0.2
+    """τ_low: a sample with h < τ_low leaves the pool (Eq. 12)."""
+    tau_high: float = 0.8
+    """τ_high: a sample with h > τ_high has its rewards decayed (Eq. 12)."""
+    gamma: float = 0.5
+    """γ: reward decay of samples above τ_high (Eq. 12)."""
+    h0: float = 0.5
+    """h^(0): initial recurrent state of every sample."""
+    pair_margin: float = 0.0
+    """ε of the preference pairs: (w, l) with R_w > R_l + ε."""
+    probe: list[str] = field(default_factory=lambda: [])
+    """Parameter-name prefixes of the probe set θ' for the gradient sensitivity (Eq. 9); empty: the last
+    trainable layer."""
+    value_coef: float = 0.5
+    """Weight of the value-head MSE in the loss (Eq. 16)."""
+    reward_backend: str = "lexicon"
+    """lexicon (taxonomy synonyms, negation-aware) or embedding (all-MiniLM-L6-v2)."""
+    embedding_threshold: float = 0.6
+    """Cosine similarity above which the embedding backend matches a label."""
+    learnable_weights: bool = True
+    """λ = softmax(η) learnable (ascent on within-group reward std); False: fixed."""
+    reward_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """Initial (or fixed) λ over appearance, action, emotion."""
+    weights_lr: float = 0.1
+    """Step size of the ascent on η."""
+    weights_kl: float = 0.1
+    """Weight of the KL(λ ‖ uniform) pull."""
+    save_every: int = 50
+    """Save a checkpoint every this many steps (and at the end of each round)."""
+    eval_every: int = 0
+    """Held-out reward every this many steps (0: only at the end of each round)."""
+    eval_samples: int = 16
+    """Held-out samples scored per evaluation (greedy decoding)."""
+    log_every: int = 1
+    """Console log every this many steps (the CSV gets every step)."""
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -164,15 +204,7 @@ class RLConfig:
         return self.algorithm == "de_grpo" and self.recurrent_data
 
     def to_dict(self) -> dict[str, Any]:
-        from favchat.config_io import to_dict
+        from favchat.config import to_dict
 
         return to_dict(self)
 
-
-def config_help() -> str:
-    """All fields with their defaults and help, for ``favchat rl --help-config``."""
-    lines = []
-    for f in dataclasses.fields(RLConfig):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        lines.append(f"{f.name} (default {default!r}): {f.metadata['help']}")
-    return "\n".join(lines)

@@ -40,14 +40,15 @@ import torch
 from tqdm.auto import tqdm
 
 from favchat.data.taxonomy import GROUPS
-from favchat.rl import de_grpo as E
-from favchat.rl import rewards as rw
+from favchat.rl import de_grpo, rewards
 from favchat.rl.config import RLConfig
 from favchat.rl.data import PoolVideos, RLSample, VideoLRU, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
 from favchat.rl.reference import ReferencePolicy
 from favchat.rl.state import SampleState
 from favchat.rl.value_head import ValueHead
+from favchat.train import toolkit
+from favchat.train.config import OptimSection
 from favchat.train.determinism import deterministic_kernels
 
 log = logging.getLogger("favchat.rl")
@@ -88,15 +89,11 @@ class RLTrainer:
     """
 
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
-                 eval_samples: list[RLSample] | None = None, accelerator=None, load_video=None):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+                 eval_samples: list[RLSample] | None = None, load_video=None):
+        from accelerate.utils import set_seed
 
         self.cfg = cfg = config
-        # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
-        self.acc = accelerator or Accelerator(
-            cpu=not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.acc = toolkit.make_accelerator(cfg.output_dir, find_unused_parameters=True)
         self.out = Path(cfg.output_dir)
         # The seed governs the rollouts' sampling and the value head's initialisation, not only the data order.
         set_seed(cfg.seed)
@@ -126,14 +123,14 @@ class RLTrainer:
 
 
         self.state = SampleState.create(len(self.pool), cfg.h0)
-        self.weights = rw.RewardWeights(learnable=cfg.learnable_weights, lr=cfg.weights_lr,
+        self.weights = rewards.RewardWeights(learnable=cfg.learnable_weights, lr=cfg.weights_lr,
                                         kl_coef=cfg.weights_kl, init=cfg.reward_weights)
         params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
         self.value_head = None
         if cfg.critic_on:
             self.value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
             params.append({"params": list(self.value_head.parameters()), "lr": cfg.value_learning_rate})
-        optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        optimizer = toolkit.make_optimizer(params, OptimSection(lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
         if self.value_head is not None:
             self.model, self.value_head, self.optimizer = self.acc.prepare(model, self.value_head, optimizer)
         else:
@@ -146,7 +143,6 @@ class RLTrainer:
         # decoded clips kept for later visits (load_video: a caller's decoder, e.g. one shared with its other runs)
         self.videos = VideoLRU(load_video or self.processor.load_video, cfg.video_cache_size)
         self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
-        self._logger = None
 
     # ------------------------------------------------------------------ setup helpers
     @staticmethod
@@ -234,12 +230,12 @@ class RLTrainer:
     def _rewards(self, samples: list[RLSample], texts: list[str], g: int) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (training reward R (N,) float64, facial group scores (N, 3) with NaN where no labels)."""
         labels = [s.labels for s in samples for _ in range(g)]
-        scores = rw.group_scores(texts, labels, self.cfg.reward_backend, self.cfg.embedding_threshold)
+        scores = rewards.group_scores(texts, labels, self.cfg.reward_backend, self.cfg.embedding_threshold)
         if self.cfg.reward == "facial":
-            reward = rw.weighted_total(scores, self.weights.weights)
+            reward = rewards.weighted_total(scores, self.weights.weights)
         else:
             prompts = [s.question for s in samples for _ in range(g)]
-            reward = rw.combine_rewards({"format_length_reward": rw.format_length_reward(prompts, texts)}, len(texts))
+            reward = rewards.combine_rewards({"format_length_reward": rewards.format_length_reward(prompts, texts)}, len(texts))
         return torch.nan_to_num(reward, nan=0.0), scores
 
     def _forward_logps(self, model, feats, prompt, ids, mask, hidden: bool):
@@ -259,11 +255,11 @@ class RLTrainer:
             return self._forward_logps(reference, feats, prompt, ids, mask, False)[0]
 
     # ------------------------------------------------------------------ DE-GRPO utility
-    def _sensitivity(self, seq_logp: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample D (Eq. 8) and G (Eq. 9). seq_logp: (N,) with graph; rewards: (B, G) -> (B,), (B,)."""
-        b, g = rewards.shape
-        pairs = [E.preference_pairs(rewards[i], self.cfg.pair_margin) for i in range(b)]
-        d_out = torch.stack([E.separability(rewards[i], pairs[i]) for i in range(b)]).float()
+    def _sensitivity(self, seq_logp: torch.Tensor, group_rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample D (Eq. 8) and G (Eq. 9). seq_logp: (N,) with graph; group_rewards: (B, G) -> (B,), (B,)."""
+        b, g = group_rewards.shape
+        pairs = [de_grpo.preference_pairs(group_rewards[i], self.cfg.pair_margin) for i in range(b)]
+        d_out = torch.stack([de_grpo.separability(group_rewards[i], pairs[i]) for i in range(b)]).float()
         g_out = torch.zeros(b)
         rows = sorted({i * g + j for i in range(b) for j in pairs[i].flatten().tolist()})
         if not rows:
@@ -271,7 +267,7 @@ class RLTrainer:
         grads = torch.zeros(b * g, sum(p.numel() for p in self.capture.params))  # (N, P'); 0 outside pairs
         grads[rows] = self.capture.grads(seq_logp, rows)
         for i in range(b):
-            g_out[i] = E.gradient_sensitivity(grads[i * g:(i + 1) * g], pairs[i])
+            g_out[i] = de_grpo.gradient_sensitivity(grads[i * g:(i + 1) * g], pairs[i])
         return d_out, g_out
 
     def _update_state(self, idx: list[int], d: torch.Tensor, gs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,9 +277,9 @@ class RLTrainer:
         all_idx = self.acc.gather(torch.tensor(idx, device=dev)).cpu()
         all_d = self.acc.gather(d.to(dev, torch.float64)).cpu()
         all_g = self.acc.gather(gs.to(dev, torch.float64)).cpu()
-        u = E.utility(all_d, all_g)
-        h = E.recurrent_state(self.state.h[all_idx], u, self.cfg.beta, self.cfg.tau)
-        remove, decay = E.filter_decay(h, self.cfg.tau_low, self.cfg.tau_high)
+        u = de_grpo.utility(all_d, all_g)
+        h = de_grpo.recurrent_state(self.state.h[all_idx], u, self.cfg.beta, self.cfg.tau)
+        remove, decay = de_grpo.filter_decay(h, self.cfg.tau_low, self.cfg.tau_high)
         self.state.update(all_idx, h, remove, decay, self.round)
         b = len(idx)
         rows = slice(self.acc.process_index * b, (self.acc.process_index + 1) * b)
@@ -328,14 +324,14 @@ class RLTrainer:
                     if not cfg.utility_on:  # w.o. RD: Eq. 13 with h ≡ 1 and no decay
                         h = torch.ones(b, device=self.acc.device)
                         decay = torch.zeros(b, dtype=torch.bool, device=self.acc.device)
-                    adv = E.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
+                    adv = de_grpo.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
                                        cfg.adv_std_floor).reshape(-1)  # (N,)
-                v_loss = E.value_loss(values, r_bg)
+                v_loss = de_grpo.value_loss(values, r_bg)
             else:
                 if it == 0:
-                    adv = E.group_advantages(r_bg, cfg.adv_eps, cfg.adv_std_floor).reshape(-1)  # (N,)
+                    adv = de_grpo.group_advantages(r_bg, cfg.adv_eps, cfg.adv_std_floor).reshape(-1)  # (N,)
                 v_loss = torch.zeros((), device=self.acc.device)
-            p_loss, pm = E.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
+            p_loss, pm = de_grpo.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
                                        kl_is_correction=cfg.kl_is_correction)
             loss = p_loss + cfg.value_coef * v_loss
             if not torch.isfinite(loss):
@@ -357,7 +353,7 @@ class RLTrainer:
         for k, grp in enumerate(GROUPS):
             col = all_scores[:, k]
             metrics[f"{grp}_reward"] = float(col[~col.isnan()].mean()) if (~col.isnan()).any() else 0.0
-        metrics["facial_reward"] = float(rw.weighted_total(all_scores, torch.full((3,), 1 / 3, dtype=torch.float64)).mean())
+        metrics["facial_reward"] = float(rewards.weighted_total(all_scores, torch.full((3,), 1 / 3, dtype=torch.float64)).mean())
         for k, grp in enumerate(GROUPS):
             metrics[f"lambda_{grp}"] = float(self.weights.weights[k])
         metrics["kl"] = float(self.acc.reduce(pm["kl"], "mean"))
@@ -397,15 +393,14 @@ class RLTrainer:
         for s in range(0, len(mine), self.cfg.batch_size):
             chunk = mine[s: s + self.cfg.batch_size]
             _, _, ids, mask = self._rollouts(self._prompt_batch(chunk), 1, greedy=True)
-            vals += rw.facial_reward(self._decode(ids, mask), [c.labels for c in chunk], self.cfg.reward_backend)
+            vals += rewards.facial_reward(self._decode(ids, mask), [c.labels for c in chunk], self.cfg.reward_backend)
         allv = gather_object(vals)
         return float(sum(allv) / len(allv))
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | Path | None = None) -> Path:
-        path = Path(path) if path else self.out / "checkpoints" / f"step-{self.step:06d}"
-        self.acc.save_state(str(path))
-        if self.acc.is_main_process:
+    def save(self) -> Path:
+        """A checkpoint of everything ``train(resume=...)`` needs to continue bit-exactly."""
+        def write(folder: Path) -> None:
             torch.save({
                 "step": self.step, "round": self.round, "round_step": self.round_step, "passes": self.passes,
                 "pos": self.pos,
@@ -413,9 +408,9 @@ class RLTrainer:
                 "sample_state": self.state.state_dict(), "eta": self.weights.eta.clone(),
                 "config": self.cfg.to_dict(), "probe": self.probe_names,
                 "pool_ids": [f"{s.clip.id}|{s.question}" for s in self.pool],
-            }, path / RL_STATE_FILE)
-        self.acc.wait_for_everyone()
-        return path
+            }, folder / RL_STATE_FILE)
+
+        return toolkit.save_checkpoint(self.acc, write)
 
     def load(self, path: str | Path) -> None:
         path = Path(path)
@@ -428,17 +423,17 @@ class RLTrainer:
         if st["pool_ids"] != ids:
             raise ValueError(f"checkpoint {path} was written for a different RL pool (other manifest, split, "
                              "pool_fraction or seed)")
-        self.acc.load_state(str(path))
+        toolkit.resume(self.acc, path)
         self.step, self.round, self.pos, self.order = st["step"], st["round"], st["pos"], st["order"]
         self.round_step, self.passes = st["round_step"], st["passes"]
         self.state = SampleState.from_state_dict(st["sample_state"])
         self.weights.eta.copy_(st["eta"])
 
     def latest_checkpoint(self) -> Path:
-        ckpts = sorted((self.out / "checkpoints").glob("step-*"))
-        if not ckpts:
+        path = toolkit.latest_checkpoint(self.out, RL_STATE_FILE)
+        if path is None:
             raise FileNotFoundError(f"no checkpoint under {self.out / 'checkpoints'} to resume from")
-        return ckpts[-1]
+        return path
 
     # ------------------------------------------------------------------ loop
     def steps_per_round(self) -> int:
@@ -453,12 +448,7 @@ class RLTrainer:
 
     def _log(self, row: dict[str, float]) -> None:
         self.history.append({"step": self.step, **row})
-        if self._logger is None:
-            from favchat.train.metrics_log import MetricsLogger
-
-            self._logger = MetricsLogger(self.out, enabled=self.acc.is_main_process, tensorboard=False)
-        if self.acc.is_main_process:
-            self._logger.log(self.step, row)
+        self.acc.log(row, step=self.step)
 
     def train(self, resume: str | Path | None = None) -> dict[str, Any]:
         """Run the rounds (or up to ``max_steps``); returns the final metrics and the checkpoint path."""
@@ -469,7 +459,8 @@ class RLTrainer:
         cfg = self.cfg
         if resume:
             self.load(resume)
-        else:  # the starting model's held-out reward: Table 4's 'w.o. RL' row, and where each curve starts
+        toolkit.start_run(self.acc, cfg)
+        if not resume:  # the starting model's held-out reward: Table 4's 'w.o. RL' row, and where each curve starts
             self._log({"round": 0.0, "heldout_reward": self.evaluate()})
         gbs, world = cfg.batch_size * self.acc.num_processes, self.acc.num_processes
         per_round = self.steps_per_round()
@@ -524,6 +515,7 @@ class RLTrainer:
                 plot_round_curves(self.out / "metrics.csv", self.out / "reward_per_round.png")
         if done and self.step:
             last = self.save()
+        toolkit.end_run(self.acc)
         return {"step": self.step, "round": self.round, "checkpoint": str(last) if last else None,
                 "history": self.history}
 

@@ -1,6 +1,6 @@
 """``favchat chat``: ask a trained checkpoint about a video, the answer streamed to the terminal.
 
-    favchat chat --model runs/demo/stage3/final --video clip.mp4 "What colour is her hair?"
+    favchat chat --model runs/demo/stage3/final --video clip.mp4 --question "What colour is her hair?"
     favchat chat --model runs/demo/stage3/final --video clip.mp4          # interactive: one question a line
 
 The video is decoded and encoded by the two towers once (``ChatSession``); every later question about
@@ -9,11 +9,13 @@ it reuses those states, so only the prompt-guided levels and the LLM run again.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
+
+from favchat.cli import CommandError
 
 
 class ChatSession:
@@ -73,42 +75,36 @@ class ChatSession:
         self.history.append((question, "".join(pieces).strip()))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "chat",
-        help="ask a checkpoint questions about a video (streamed answers; interactive without a question)",
-        description="Answer a question about a video with a FaVChat checkpoint. Without a question, read one "
-                    "question per line from standard input; the video is encoded once for all of them.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("question", nargs="?", help="the question; omit it for the interactive mode")
-    p.add_argument("--model", required=True, help="checkpoint folder (e.g. a training run's final/)")
-    p.add_argument("--video", required=True, help="video file")
-    p.add_argument("--frames", type=int, help="frames sampled per stream (default: the checkpoint's)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--face-detector", choices=("auto", "haar", "yuface", "mediapipe"),
-                   help="crop faces for the facial stream (default: the checkpoint's setting)")
-    p.add_argument("--device", help="torch device (default: cuda when available)")
-    p.set_defaults(func=_run)
+def chat(model: str, video: str, question: str | None = None, frames: int | None = None,
+         max_new_tokens: int = 128, sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
+         face_detector: Literal["auto", "haar", "yuface", "mediapipe"] | None = None,
+         device: str | None = None) -> int:
+    """Ask a checkpoint questions about a video (streamed answers; interactive without a question).
 
+    Without --question, reads one question per line from standard input; the video is encoded once for all of
+    them.
 
-def _run(args: argparse.Namespace) -> int:
+    Args:
+        model: Checkpoint folder (e.g. a training run's final/).
+        video: Video file.
+        question: The question; without it, the interactive mode.
+        frames: Frames sampled per stream (None: the checkpoint's).
+        max_new_tokens: Longest answer.
+        sample: Sample instead of greedy decoding.
+        temperature: Sampling temperature.
+        top_p: Nucleus sampling.
+        face_detector: Crop faces for the facial stream (None: the checkpoint's setting).
+        device: Torch device (None: cuda when available).
+    """
     from favchat.data.video import VideoDecodeError
 
-    if args.frames is not None and args.frames < 1:
-        print("favchat chat: --frames must be >= 1", file=sys.stderr)
-        return 2
+    if frames is not None and frames < 1:
+        raise CommandError("--frames must be >= 1")
     try:
-        session = ChatSession(args.model, args.video, frames=args.frames, device=args.device,
-                              face_detector=args.face_detector)
+        session = ChatSession(model, video, frames=frames, device=device, face_detector=face_detector)
     except (FileNotFoundError, VideoDecodeError, ValueError) as e:
-        print(f"favchat chat: {e}", file=sys.stderr)
-        return 2
-    gen = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample, "temperature": args.temperature,
-           "top_p": args.top_p}
+        raise CommandError(e) from e
+    gen = {"max_new_tokens": max_new_tokens, "do_sample": sample, "temperature": temperature, "top_p": top_p}
 
     def answer(q: str) -> None:
         for piece in session.ask(q, **gen):
@@ -116,12 +112,11 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
 
-    if args.question:
-        answer(args.question)
+    if question:
+        answer(question)
         return 0
-    interactive = sys.stdin.isatty()
-    if interactive:
-        print(f"video: {args.video} (face stream: {session.video.face_source}); one question a line, "
+    if sys.stdin.isatty():
+        print(f"video: {video} (face stream: {session.video.face_source}); one question a line, "
               "Ctrl-D to quit", file=sys.stderr)
     for line in sys.stdin:
         q = line.strip()

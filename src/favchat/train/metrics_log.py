@@ -1,4 +1,4 @@
-"""Training logs on rank 0: the console, a CSV file and (when installed) TensorBoard, plus PNG curves."""
+"""Training logs: ``metrics.csv`` (an accelerate tracker, beside TensorBoard's when installed), and PNG curves."""
 
 from __future__ import annotations
 
@@ -7,35 +7,38 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from accelerate.tracking import GeneralTracker
+
 log = logging.getLogger("favchat.train")
 
 
-class MetricsLogger:
-    """Appends one row per logged step to ``metrics.csv``; a resumed run keeps appending to the same file."""
+class CSVTracker(GeneralTracker):
+    """accelerate's tracker interface over ``metrics.csv``: one row per logged step (a resumed run keeps
+    appending to the same file), each row also logged to the console. accelerate calls it on the main
+    process only."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
-        self.enabled = enabled
-        self.path = Path(out_dir) / "metrics.csv"
+    name = "csv"
+    requires_logging_directory = False
+    main_process_only = True
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
         self._fields: list[str] | None = None
-        self._tb = None
-        if not enabled:
-            return
+
+    @property
+    def tracker(self) -> CSVTracker:
+        return self
+
+    def store_init_configuration(self, values: dict[str, Any]) -> None:
+        pass  # the loops write their config themselves (favchat.train.toolkit.save_config)
+
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        row = {"step": step, **values}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size:
+        if self._fields is None and self.path.exists() and self.path.stat().st_size:
             with open(self.path, newline="") as f:
                 self._fields = next(csv.reader(f), None)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
-                log.info("tensorboard is not installed; logging to %s only", self.path)
-            else:
-                self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
-
-    def log(self, step: int, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **row}
         if self._fields is None:
             self._fields = list(row)
             with open(self.path, "w", newline="") as f:
@@ -49,15 +52,7 @@ class MetricsLogger:
                 csv.writer(f).writerows([self._fields, *(r + [""] * len(new) for r in rows)])
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in self._fields])
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self._tb.add_scalar(k, v, step)
-        log.info("step %d | %s", step, " | ".join(f"{k} {_fmt(v)}" for k, v in row.items() if k != "step"))
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        log.info("step %s | %s", step, " | ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
 
 
 def _fmt(v: Any) -> str:

@@ -1,61 +1,124 @@
 """``favchat data ...``: the dataset pipeline's subcommands (filter, trim, extract, train-extractor,
-annotate, qa, build, merge, review). ``build`` runs every stage; each stage alone reads the state the
-earlier stages left in ``--out`` and skips what is finished.
+annotate, qa, build, merge, review, import-celebv), listed under ``data`` in favchat/cli.py's ``COMMANDS``.
+``build`` runs every stage; each stage alone reads the state the earlier stages left in ``--out`` and skips what
+is finished.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Literal
+
+from favchat.cli import CommandError
+from favchat.data.pipeline.train_extractor import TrainExtractorConfig
 
 
-def _shard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (state, manifest, table); shards work in "
-                                                 "OUT/shards/<i>-of-<N>/")
-    p.add_argument("--num-shards", type=int, default=1, help="split the videos into this many shards")
-    p.add_argument("--shard-index", type=int, default=0, help="which shard this process runs (0-based)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+@dataclass
+class ShardOptions:
+    """Where the pipeline works and which shard this process runs."""
+
+    out: str = ""
+    """Output folder (state, manifest, table); shards work in OUT/shards/<i>-of-<N>/."""
+    num_shards: int = 1
+    """Split the videos into this many shards."""
+    shard_index: int = 0
+    """Which shard this process runs (0-based)."""
+    progress: bool = True
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("out is required (--out DIR)")
 
 
-def _filter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", nargs="+", required=True, help="video files and/or folders (searched recursively)")
-    p.add_argument("--detector", default="auto", help="face detector: auto, haar, yuface or mediapipe")
-    p.add_argument("--face-threshold", type=float, default=0.60, help="keep a video when at least this fraction "
-                                                                      "of sampled frames shows a face")
-    p.add_argument("--sample-stride", type=int, default=16, help="detect on every n-th frame")
-    p.add_argument("--max-samples", type=int, default=256, help="at most this many sampled frames per video")
-    p.add_argument("--decode-max-side", type=int, default=384, help="frames are downscaled to this while decoding")
-    p.add_argument("--detect-max-side", type=int, default=192, help="and to this for face detection")
+@dataclass
+class FilterOptions:
+    """Face filtering of the raw videos."""
+
+    detector: str = "auto"
+    """Face detector: auto, haar, yuface or mediapipe."""
+    face_threshold: float = 0.60
+    """Keep a video when at least this fraction of sampled frames shows a face."""
+    sample_stride: int = 16
+    """Detect on every n-th frame."""
+    max_samples: int = 256
+    """At most this many sampled frames per video."""
+    decode_max_side: int = 384
+    """Frames are downscaled to this while decoding."""
+    detect_max_side: int = 192
+    """And to this for face detection."""
+    folder_fps: float = 25.0
+    """Frame rate of frame-folder videos (a folder of images, e.g. YouTube Faces), which carry none."""
 
 
-def _trim_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-frames", type=int, default=36, help="shortest clip, in frames")
-    p.add_argument("--max-frames", type=int, default=600, help="longest clip, in frames")
-    p.add_argument("--write-clips", action="store_true", help="also write each clip as an mp4 under OUT/clips/")
+@dataclass
+class TrimOptions:
+    """Cutting kept videos into clips."""
+
+    min_frames: int = 36
+    """Shortest clip, in frames."""
+    max_frames: int = 600
+    """Longest clip, in frames."""
+    write_clips: bool = False
+    """Also write each clip as an mp4 under OUT/clips/."""
 
 
-def _extract_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--extractor", help="checkpoint written by `favchat data train-extractor`")
-    p.add_argument("--device", default="auto", help="extractor device (auto: cuda when available)")
+@dataclass
+class ExtractOptions:
+    """Labelling clips with the E1/E2/E3 extractors."""
+
+    extractor: str | None = None
+    """Checkpoint written by `favchat data train-extractor`."""
+    device: str = "auto"
+    """Extractor device (auto: cuda when available)."""
 
 
-def _text_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("template", "api"), default="template",
-                   help="template: offline rule-based writer; api: an OpenAI-compatible chat endpoint")
-    p.add_argument("--api-base-url", help="e.g. http://localhost:8000/v1 (env FAVCHAT_API_BASE_URL)")
-    p.add_argument("--api-model", help="model name (env FAVCHAT_API_MODEL; default gpt-4o)")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--api-concurrency", type=int, default=4, help="requests in flight at most")
-    p.add_argument("--api-max-retries", type=int, default=5, help="retries per request (errors and rejected replies)")
-    p.add_argument("--api-timeout", type=float, default=60.0, help="seconds per request")
-    p.add_argument("--api-backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
-    p.add_argument("--api-cache", help="reply cache folder (default OUT/api_cache): a rerun never pays twice")
-    p.add_argument("--usd-per-1k-prompt", type=float, default=0.0, help="price for the cost column")
-    p.add_argument("--usd-per-1k-completion", type=float, default=0.0, help="price for the cost column")
-    p.add_argument("--num-qa", type=int, default=4, help="QA pairs per summary")
-    p.add_argument("--max-api-frames", type=int, default=8, help="frames sent with a summary request")
+@dataclass
+class TextOptions:
+    """Summaries and QA pairs: the offline template writer or an OpenAI-compatible chat endpoint."""
+
+    backend: Literal["template", "api"] = "template"
+    """template: offline rule-based writer; api: an OpenAI-compatible chat endpoint."""
+    api_base_url: str | None = None
+    """e.g. http://localhost:8000/v1 (env FAVCHAT_API_BASE_URL)."""
+    api_model: str | None = None
+    """Model name (env FAVCHAT_API_MODEL; default gpt-4o)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key."""
+    api_concurrency: int = 4
+    """Requests in flight at most."""
+    api_max_retries: int = 5
+    """Retries per request (errors and rejected replies)."""
+    api_timeout: float = 60.0
+    """Seconds per request."""
+    api_backoff: float = 1.0
+    """First retry wait in seconds (doubles)."""
+    api_cache: str | None = None
+    """Reply cache folder (None: OUT/api_cache): a rerun never pays twice."""
+    usd_per_1k_prompt: float = 0.0
+    """Price for the cost column."""
+    usd_per_1k_completion: float = 0.0
+    """Price for the cost column."""
+    num_qa: int = 4
+    """QA pairs per summary."""
+    max_api_frames: int = 8
+    """Frames sent with a summary request."""
 
 
-def _config(args: argparse.Namespace):
+def _paths(paths: str | list[str]) -> list[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def _args(config: ShardOptions, *sections: Any, **extra: Any) -> SimpleNamespace:
+    """The stages' flat namespace: the shard options, the sections' fields and the extra options."""
+    flat = {**vars(config), "no_progress": not config.progress}
+    for section in sections:
+        flat |= vars(section)
+    return SimpleNamespace(**flat, **extra)
+
+
+def _config(args: SimpleNamespace):
     from favchat.chat_api import ChatAPIConfig
     from favchat.data.pipeline.annotate import AnnotateConfig
     from favchat.data.pipeline.build import PipelineConfig
@@ -65,7 +128,8 @@ def _config(args: argparse.Namespace):
     g = vars(args)
     tcfg = TrimConfig(g.get("min_frames", 36), g.get("max_frames", 600))
     fcfg = FilterConfig(min_frames=tcfg.min_frames, **{k: g[k] for k in (
-        "detector", "face_threshold", "sample_stride", "max_samples", "decode_max_side", "detect_max_side") if k in g})
+        "detector", "face_threshold", "sample_stride", "max_samples", "decode_max_side", "detect_max_side",
+        "folder_fps") if k in g})
     acfg = AnnotateConfig()
     if "backend" in g:
         api = ChatAPIConfig.from_env(
@@ -88,9 +152,10 @@ def _print_table(s: dict) -> None:
 
 
 def _stage(stages: tuple[str, ...]):
-    def run(args: argparse.Namespace) -> int:
+    def run(args: SimpleNamespace) -> int:
         from favchat.data.pipeline.build import (
             State,
+            check_extractor,
             discover,
             finish,
             run_text_stages,
@@ -100,8 +165,13 @@ def _stage(stages: tuple[str, ...]):
 
         cfg = _config(args)
         items = None
-        if "filter" in stages:
-            items = [it for it in discover(args.input) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
+        try:  # bad inputs stop the stage before anything is written
+            if "filter" in stages:
+                items = [it for it in discover(args.input) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
+            if "extract" in stages:
+                check_extractor(cfg.extractor)
+        except (ValueError, FileNotFoundError) as e:
+            raise CommandError(f"error: {e}") from e
         state = State(cfg.work)
         try:
             ann = None
@@ -117,10 +187,56 @@ def _stage(stages: tuple[str, ...]):
     return run
 
 
-def _build(args: argparse.Namespace) -> int:
-    from favchat.data.pipeline.build import build
+def filter_videos(config: ShardOptions, input: str | list[str], filter: FilterOptions) -> int:
+    """Detect faces on sampled frames; keep videos with a face in at least face_threshold of them.
 
-    s = build(_config(args), args.input, review=args.review)
+    Args:
+        input: Video files and/or folders (searched recursively): one path, or a list ('[a/, b.mp4]').
+    """
+    return _stage(("filter",))(_args(config, filter, input=_paths(input)))
+
+
+def trim(config: ShardOptions, trim: TrimOptions) -> int:
+    """Cut kept videos into clips of min_frames to max_frames frames with a face throughout."""
+    return _stage(("trim",))(_args(config, trim))
+
+
+def extract(config: ShardOptions, extract: ExtractOptions) -> int:
+    """Label clips with the E1/E2/E3 extractors (every 16th frame) and map scores to features."""
+    return _stage(("extract",))(_args(config, extract))
+
+
+def annotate(config: ShardOptions, text: TextOptions) -> int:
+    """Write a summary per clip from its frames and features (template or API)."""
+    return _stage(("summary",))(_args(config, text))
+
+
+def qa(config: ShardOptions, text: TextOptions) -> int:
+    """Write QA pairs per summary (template or API)."""
+    return _stage(("qa",))(_args(config, text))
+
+
+def build(config: ShardOptions, input: str | list[str], filter: FilterOptions, trim: TrimOptions, extract: ExtractOptions,
+          text: TextOptions, source: str = "unknown", split: Literal["train", "val", "test"] = "train",
+          review: int = 20) -> int:
+    """Run every stage, then write the manifest, the final table and a review.
+
+    Builds a FaVChat-style dataset from raw facial videos (App. B). Resumable (a rerun skips finished work and
+    never pays an API call twice) and sharded.
+
+    Args:
+        input: Video files and/or folders (searched recursively): one path, or a list ('[a/, b.mp4]').
+        source: The manifest's source field (e.g. celebv-hq).
+        split: The manifest's split.
+        review: Clips in the QC review (0: none).
+    """
+    from favchat.data.pipeline.build import build as run
+
+    args = _args(config, filter, trim, extract, text, input=_paths(input), source=source, split=split)
+    try:
+        s = run(_config(args), args.input, review=review)
+    except (ValueError, FileNotFoundError) as e:
+        raise CommandError(f"error: {e}") from e
     _print_table(s)
     pending = s["clips"] - s["clips_done"] + s.get("videos_pending", 0)
     if pending:
@@ -128,93 +244,87 @@ def _build(args: argparse.Namespace) -> int:
     return 1 if pending else 0
 
 
-def _merge(args: argparse.Namespace) -> int:
-    from favchat.data.pipeline.build import merge
+def merge(out: str, num_shards: int) -> int:
+    """Join the shards' manifests and tables: OUT/shards/*/manifest.jsonl into OUT/manifest.jsonl.
 
-    _print_table(merge(args.out, args.num_shards))
+    Args:
+        out: The --out folder the shards used.
+        num_shards: The --num_shards the shards used.
+    """
+    from favchat.data.pipeline.build import merge as run
+
+    _print_table(run(out, num_shards))
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from favchat.data.pipeline.extract import ExtractorConfig
-    from favchat.data.pipeline.train_extractor import TrainExtractorConfig, train_extractor
+def train_extractor(config: TrainExtractorConfig, manifest: str | list[str], out: str,
+                    backbone: Literal["small", "efficientnet-lite0"] = "small", crop_size: int = 0,
+                    landmarks: bool = False, heads: tuple[Literal["E1", "E2", "E3"], ...] = ("E1", "E2", "E3")) -> int:
+    """Train the E1/E2/E3 extractor heads on labelled clips (e.g. FaceSynth's).
 
-    cfg = ExtractorConfig(backbone=args.backbone, crop_size=args.crop_size, landmarks=args.landmarks)
-    tcfg = TrainExtractorConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                detector=args.detector, val_fraction=args.val_fraction)
-    rep = train_extractor(args.manifest, args.out, cfg, tcfg)
+    Writes extractor.pt plus a per-label precision/recall report (report.json, report.md).
+
+    Args:
+        manifest: Labelled manifest, or a list of them ('[a.jsonl, b.jsonl]').
+        out: Folder for extractor.pt, report.json, report.md.
+        backbone: small: a trained 4-layer CNN (fast); efficientnet-lite0: pretrained, frozen.
+        crop_size: Face crop side (0: 64 small / 224 efficientnet).
+        landmarks: Face-mesh landmark motion for E3 (needs mediapipe).
+        heads: The extractors to train; E1 alone ('[E1]') on CelebV-HQ's imported labels, as in App. B.2.
+    """
+    from favchat.data.pipeline.extract import ExtractorConfig
+    from favchat.data.pipeline.train_extractor import train_extractor as run
+
+    cfg = ExtractorConfig(backbone=backbone, crop_size=crop_size, landmarks=landmarks, heads=tuple(heads))
+    rep = run(_paths(manifest), out, cfg, config)
     if rep:
         m = rep["macro_over_supported"]
-        print(f"wrote {args.out}/extractor.pt and report.md: macro precision {m['precision']:.3f}, "
+        print(f"wrote {out}/extractor.pt and report.md: macro precision {m['precision']:.3f}, "
               f"recall {m['recall']:.3f}, F1 {m['f1']:.3f} on {rep['num_clips']} {rep['evaluated_on']} clips")
     return 0
 
 
-def _review(args: argparse.Namespace) -> int:
+def review(manifest: str, out: str, n: int = 20, seed: int = 0) -> int:
+    """Write a markdown QC review (frames, labels, summary, QA) of random clips of a manifest.
+
+    Args:
+        manifest: The manifest.
+        out: The review's .md path.
+        n: Clips to sample.
+        seed: Sampling seed.
+    """
     from favchat.data.pipeline.review import write_review
 
-    print(write_review(args.manifest, args.out, n=args.n, seed=args.seed))
+    print(write_review(manifest, out, n=n, seed=seed))
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser(
-        "data", help="the dataset pipeline: filter, trim, extract, annotate, qa, build, merge",
-        description="Build a FaVChat-style dataset from raw facial videos (App. B): keep videos with a face, "
-                    "trim them into clips, label them with the E1/E2/E3 extractors, write summaries and QA pairs. "
-                    "Resumable (a rerun skips finished work and never pays an API call twice) and sharded.")
-    sub = data.add_subparsers(dest="data_command", metavar="STAGE", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+def import_celebv(info: str, videos: str, out: str, split: Literal["train", "val", "test"] = "train",
+                  folder_fps: float = 25.0, progress: bool = True) -> int:
+    """CelebV-HQ's own labels into a labelled manifest and the pipeline state (no extractor).
 
-    def stage(name: str, help_: str, adders, func) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt)
-        _shard_args(p)
-        for add in adders:
-            add(p)
-        p.set_defaults(func=func)
-        return p
+    Maps celebvhq_info.json's 83 labels into the taxonomy (timed emotions kept as events) for the downloaded
+    clips; writes OUT/labels.jsonl and the state from which `favchat data annotate` and `qa` write summaries and
+    QA pairs (docs/datasets.md).
 
-    stage("filter", "detect faces on sampled frames; keep videos with a face in >= 60%% of them",
-          [_filter_args], _stage(("filter",)))
-    stage("trim", "cut kept videos into 36-600-frame clips with a face throughout", [_trim_args], _stage(("trim",)))
-    stage("extract", "label clips with the E1/E2/E3 extractors (every 16th frame) and map scores to features",
-          [_extract_args], _stage(("extract",)))
-    stage("annotate", "write a summary per clip from its frames and features (template or API)",
-          [_text_args], _stage(("summary",)))
-    stage("qa", "write QA pairs per summary (template or API)", [_text_args], _stage(("qa",)))
-    b = stage("build", "run every stage, then write the manifest, the final table and a review",
-              [_filter_args, _trim_args, _extract_args, _text_args], _build)
-    b.add_argument("--source", default="unknown", help="the manifest's source field (e.g. celebv-hq)")
-    b.add_argument("--split", default="train", choices=("train", "val", "test"), help="the manifest's split")
-    b.add_argument("--review", type=int, default=20, help="clips in the QC review (0: none)")
+    Args:
+        info: CelebV-HQ's celebvhq_info.json.
+        videos: Folder of <clip id>.mp4 (processed) or <ytb_id>.mp4 (raw) videos.
+        out: Output folder: labels.jsonl, state/, missing_videos.txt.
+        split: The manifest's split.
+        folder_fps: Frame rate of clips stored as frame folders.
+        progress: A progress bar.
+    """
+    from favchat.data.celebv import import_celebv as run
 
-    m = sub.add_parser("merge", help="join the shards' manifests and tables", formatter_class=fmt,
-                       description="Join OUT/shards/*/manifest.jsonl into OUT/manifest.jsonl and sum the tables.")
-    m.add_argument("--out", required=True, help="the --out folder the shards used")
-    m.add_argument("--num-shards", type=int, required=True, help="the --num-shards the shards used")
-    m.set_defaults(func=_merge)
-
-    t = sub.add_parser("train-extractor", help="train the E1/E2/E3 heads from labelled manifests", formatter_class=fmt,
-                       description="Train the three extractor heads on labelled clips (e.g. FaceSynth's) and "
-                                   "write extractor.pt plus a per-label precision/recall report.")
-    t.add_argument("--manifest", nargs="+", required=True, help="labelled manifest(s)")
-    t.add_argument("--out", required=True, help="folder for extractor.pt, report.json, report.md")
-    t.add_argument("--backbone", choices=("small", "efficientnet-lite0"), default="small",
-                   help="small: trained 4-layer CNN (fast); efficientnet-lite0: pretrained, frozen")
-    t.add_argument("--crop-size", type=int, default=0, help="face crop side (0: 64 small / 224 efficientnet)")
-    t.add_argument("--landmarks", action="store_true", help="face-mesh landmark motion for E3 (needs mediapipe)")
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--val-fraction", type=float, default=0.2, help="held out when no clip has split val/test")
-    t.add_argument("--detector", default="auto", help="face detector for the crops")
-    t.add_argument("--seed", type=int, default=0)
-    t.set_defaults(func=_train)
-
-    r = sub.add_parser("review", help="a markdown QC review of a random sample of a manifest", formatter_class=fmt,
-                       description="Write a markdown review (frames, labels, summary, QA) of random clips.")
-    r.add_argument("--manifest", required=True)
-    r.add_argument("--out", required=True, help="the review's .md path")
-    r.add_argument("--n", type=int, default=20, help="clips to sample")
-    r.add_argument("--seed", type=int, default=0)
-    r.set_defaults(func=_review)
+    try:
+        r = run(info, videos, out, split=split, folder_fps=folder_fps, progress=progress)
+    except (ValueError, FileNotFoundError) as e:
+        raise CommandError(f"error: {e}") from e
+    labels = ", ".join(f"{n} {g}" for g, n in r["labels"].items())
+    print(f"imported {r['imported']} of {r['clips']} clips into {r['manifest']} ({labels} labels; "
+          f"{r['timed_emotions']} clips with a changing emotion); {r['no_video']} without a video and "
+          f"{r['unreadable']} unreadable, listed in {out}/missing_videos.txt.\n"
+          f"Next: favchat data annotate --out {out} && favchat data qa --out {out}  (summaries and QA), or\n"
+          f"      favchat data train-extractor --manifest {r['manifest']} --heads '[E1]' --out extractor/  (E1)")
+    return 0

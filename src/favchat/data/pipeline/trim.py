@@ -4,7 +4,7 @@ A clip is a frame range in which the face is present throughout, at the resoluti
 sampling: a frame counts as showing a face when its nearest sampled frame does, and a clip is a run of
 such frames. Runs longer than ``max_frames`` are split into equal parts; parts shorter than
 ``min_frames`` are dropped.
-Clip files are written only on request (``--write-clips``); otherwise a clip is a frame range of its
+Clip files are written only on request (``--trim.write_clips true``); otherwise a clip is a frame range of its
 source video.
 """
 

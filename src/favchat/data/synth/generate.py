@@ -32,14 +32,23 @@ class SynthConfig:
     """What to generate. Sizes are in pixels (square frames), lengths in frames."""
 
     seed: int = 0
+    """Data set seed: the same seed gives the same clips."""
     min_frames: int = 16
+    """Shortest clip, in frames."""
     max_frames: int = 48
+    """Longest clip, in frames."""
     min_size: int = 64
+    """Smallest frame side, in pixels."""
     max_size: int = 112
+    """Largest frame side, in pixels."""
     fps: float = 12.0
+    """Frames per second of the written clips."""
     clips_per_identity: int = 4
-    camera_motion: float = 1.0  # 0: a still camera; 1: the default drift and shake
-    crf: int = 20  # H.264 quality of the written clips (lower: better)
+    """Clips of each synthetic identity (identities are split between train, val and test)."""
+    camera_motion: float = 1.0
+    """0: a still camera; 1: the default drift and shake."""
+    crf: int = 20
+    """H.264 quality of the written clips (lower: better)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_frames <= self.max_frames:
