@@ -289,8 +289,10 @@ def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, fac
     assert st.times_decayed.sum() > 0, f"no reward decayed: h = {st.h.tolist()}"
     assert [r for r in res["history"] if "pool_size" in r][-1]["pool_size"] < len(pool)
 
+    inside_round_2 = next(c for c in (tmp_path / "a" / "checkpoints").iterdir()
+                          if torch.load(c / "rl_state.pt", weights_only=False)["step"] == 7)
     resumed = trainer(tmp_path / "b")
-    resumed.train(resume=tmp_path / "a" / "checkpoints" / "step-000007")
+    resumed.train(resume=inside_round_2)
     assert resumed.step == 15
     for k, v in st.state_dict().items():
         assert torch.equal(v, resumed.state.state_dict()[k]), k
