@@ -1,23 +1,31 @@
-"""DE-GRPO on 10% of the RL pool against GRPO on all of it, on FaceSynth with the tiny preset.
+"""The paper's Table 4 on FaceSynth: every RL row from the demo's stage-3 checkpoint, on one pool.
 
-    python benchmarks/bench_de_grpo.py --threads 1          # default scale (2-core CPU: ~10 minutes)
-    python benchmarks/bench_de_grpo.py --smoke              # smallest scale, a minute or two
+    favchat demo --out runs/demo                            # once: the clips and the stage-3 checkpoint
+    python benchmarks/bench_de_grpo.py --demo runs/demo     # the default run (see the note for its time)
+    python benchmarks/bench_de_grpo.py --demo runs/demo --smoke    # the script end to end, a few minutes
 
-Steps: generate FaceSynth clips; a short supervised warm-up of the tiny FaVChat (a plain loop on the
-model's answer loss over the train split's QA pairs, standing in for stages 1–3); then, from that same
-warm-up model, DE-GRPO on ``--de-fraction`` of the train-split RL pool and GRPO on the whole pool, with
-the same number of optimizer steps, batch and group size, for ``--rl-seeds`` seeds each. Every ``--eval-every`` steps both are scored on
-held-out (val + test identities) samples with greedy decoding and the facial reward at uniform λ.
+Rows: the base settings of ``configs/rl/facesynth.yaml`` with each row's switches from ``configs/rl/table4/``:
+w.o. RL (the stage-3 model), GRPO (format + length reward), GRPO on all data, w.o. RD (DE-GRPO without the
+recurrent data mechanism), DE-GRPO.
 
-Prints a table (held-out reward per step for both, time per step, DE-GRPO's time over GRPO's) and writes
-``OUT/de_grpo_vs_grpo.png`` and ``OUT/results.json``. Time per step is the median over steps with every
-video decoded beforehand, so it measures rollouts + update (+ DE-GRPO's probe gradients and critic).
+The same pool: ``--pool`` description questions of the demo's train clips (a seeded draw) are "all data"; the
+rows on the paper's 10K share (``pool_fraction`` of the base config) train on that fraction of it, drawn with
+the run's seed. The same steps: every RL row takes the optimizer steps of DE-GRPO's 3 rounds of
+``round_passes`` passes over its share, with the same batch and G; GRPO on all data spreads them over the whole
+pool (its ``round_passes`` raised and ``max_steps`` capped to that count). The held-out set: the description
+questions of the first ``--heldout`` val clips (held-out identities), decoded greedily and scored with the facial
+reward at uniform λ, before RL and after every round. Each RL row runs ``--seeds`` seeds (the rollouts'
+sampling, the data order and draw, the value head).
+
+Prints the table (held-out reward before and after RL, mean ± sd over seeds, and the comparison rule's
+verdict), the training facial reward per round (Fig. 7: the mean of the round's sampled responses), and
+DE-GRPO's median step time over GRPO's (every video decoded before the timed steps). Writes
+``OUT/results.json`` and ``OUT/fig7.png`` (the reward against the step inside each round, per row).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import statistics
@@ -25,143 +33,158 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+import yaml
 
-from favchat.data.manifest import read_manifest
-from favchat.data.synth.generate import SynthConfig, generate
-from favchat.model.configuration import FaVChatConfig
-from favchat.model.modeling import FaVChatForConditionalGeneration
-from favchat.model.processing import FaVChatProcessor
-from favchat.rl.config import RLConfig
-from favchat.rl.data import samples_from_clips
-from favchat.rl.plots import plot_comparison
-from favchat.rl.trainer import RLTrainer
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "configs" / "rl" / "facesynth.yaml"
+ROWS = {  # Table 4's rows: label -> the switches' file
+    "w.o. RL": "no_rl", "GRPO": "grpo", "GRPO (all data)": "grpo_all", "w.o. RD": "wo_rd", "DE-GRPO": "de_grpo",
+}
+# Not in Table 4, on request (--rows): GRPO with the facial reward tells the reward's part from the algorithm's.
+EXTRA_ROWS = {"GRPO (facial reward)": {"algorithm": "grpo", "reward": "facial"}}
 
 
-def warm_up(model, processor, clips, steps: int, batch: int, lr: float, device, seed: int) -> list[float]:
-    """Supervised answer loss over the clips' QA pairs (all parameters train): a few hundred steps."""
-    pairs = [(c, qa) for c in clips for qa in c.qa]
-    rng = random.Random(seed)
-    videos = {c.id: processor.load_video(c.video_path, c.frame_range) for c in tqdm(clips, desc="decode (SFT)")}
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="SFT warm-up"):
-        chunk = rng.sample(pairs, min(batch, len(pairs)))
-        inputs = processor([videos[c.id] for c, _ in chunk], [qa.question for _, qa in chunk],
-                           [qa.answer for _, qa in chunk])
-        loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
+def row_config(row: str, overrides: dict, extra: dict | None = None):
+    """The base config, the benchmark's overrides, then the row's switches (they define the row) and the row's
+    own settings (``extra``), as ``favchat rl --config BASE --config ROW`` reads them."""
+    from favchat.config import load_config
+    from favchat.rl.config import RLConfig
+
+    switches = EXTRA_ROWS[row] if row in EXTRA_ROWS else yaml.safe_load(
+        (BASE.parent / "table4" / f"{ROWS[row]}.yaml").read_text())
+    return load_config(RLConfig, overrides=yaml.safe_load(BASE.read_text()) | overrides | switches | (extra or {}))
 
 
-def run_rl(name: str, model, processor, pool, heldout, args, out: Path, seed: int, **kw) -> dict:
-    cfg = RLConfig(output_dir=str(out / f"{name}-seed{seed}"), num_generations=args.g, batch_size=args.batch,
-                   max_new_tokens=args.max_new_tokens, learning_rate=args.rl_lr, num_rounds=10_000,
-                   max_steps=args.steps, eval_every=args.eval_every, eval_samples=len(heldout), save_every=0,
-                   seed=seed, **kw)
-    torch.manual_seed(seed)
-    tr = RLTrainer(cfg, model=model, processor=processor, train_samples=pool, eval_samples=heldout)
-    tr.preload_videos()
-    start = tr.evaluate()
-    res = tr.train()
-    rows = [r for r in res["history"] if "reward" in r]
-    evals = [(0, start)] + [(int(r["step"]), r["heldout_reward"]) for r in res["history"] if "heldout_reward" in r
-                            and "reward" in r]
-    return {"pool": len(tr.pool), "evals": evals, "time_step": statistics.median(r["time_step"] for r in rows),
-            "train_reward": [r["reward"] for r in rows], "removed": rows[-1]["removed"] if rows else 0,
-            "decayed": rows[-1]["decayed"] if rows else 0}
+def slug(row: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in row.lower()).strip("_")
+
+
+def verdict(before: float, after: list[float]) -> str:
+    """The rule fixed before the runs: RL raises the held-out reward when every seed ends above the supervised
+    model and the mean gain exceeds twice the seeds' standard deviation; lowers it, mirrored; else no change."""
+    gain = statistics.mean(after) - before
+    sd = statistics.stdev(after) if len(after) > 1 else 0.0
+    if all(a > before for a in after) and gain > 2 * sd:
+        return "raised"
+    if all(a < before for a in after) and -gain > 2 * sd:
+        return "lowered"
+    return "no change beyond the seeds' spread"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--demo", default="runs/demo", help="a `favchat demo` output folder (stage3/final, data/)")
     ap.add_argument("--out", default="runs/bench_de_grpo")
-    ap.add_argument("--clips", type=int, default=96, help="FaceSynth clips to generate")
-    ap.add_argument("--sft-steps", type=int, default=800)
-    ap.add_argument("--sft-lr", type=float, default=3e-3)
-    ap.add_argument("--steps", type=int, default=60, help="RL optimizer steps for each algorithm")
-    ap.add_argument("--batch", type=int, default=4, help="samples per RL step")
-    ap.add_argument("--g", type=int, default=4, help="responses per sample")
-    ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--rl-lr", type=float, default=5e-5)
-    ap.add_argument("--de-fraction", type=float, default=0.1, help="DE-GRPO's share of the RL pool")
-    ap.add_argument("--grpo-reward", choices=("facial", "format_length"), default="facial",
-                    help="GRPO's training reward (format_length: the paper's 'w. GRPO' ablation)")
-    ap.add_argument("--eval-every", type=int, default=6)
-    ap.add_argument("--heldout", type=int, default=64, help="held-out samples scored per evaluation")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rl-seeds", type=int, default=3, help="RL runs per algorithm (seeds seed, seed+1, ...)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: torch's default; 1 is much faster on a crowded machine)")
+    ap.add_argument("--pool", type=int, default=320, help="train description questions forming 'all data'")
+    ap.add_argument("--heldout", type=int, default=64, help="held-out clips whose description questions are scored")
+    ap.add_argument("--seeds", type=int, default=3, help="RL runs per row (seeds 0, 1, ...)")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=[*ROWS, *EXTRA_ROWS], metavar="ROW",
+                    help=f"rows to run, of {[*ROWS, *EXTRA_ROWS]} (default: Table 4's)")
+    ap.add_argument("--split", default="val", choices=("val", "test"), help="the held-out clips' split")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="RLConfig overrides for every row, e.g. learning_rate=1e-4 num_rounds=2")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (the demo's model is too small to gain from more on a shared machine)")
     ap.add_argument("--smoke", action="store_true", help="smallest scale: checks the script end to end")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+
+    from favchat.data.datasets import VideoCache
+    from favchat.data.manifest import read_manifest
+    from favchat.model.modeling import FaVChatForConditionalGeneration
+    from favchat.model.processing import FaVChatProcessor
+    from favchat.rl.data import samples_from_clips
+    from favchat.rl.plots import plot_round_panels
+    from favchat.rl.trainer import RLTrainer
+
+    demo = Path(args.demo)
+    checkpoint, manifest = demo / "stage3" / "final", demo / "data" / "manifest.jsonl"
+    if not (checkpoint / "config.json").is_file() or not manifest.is_file():
+        raise SystemExit(f"{demo} is not a `favchat demo` output folder (no stage3/final or data/manifest.jsonl)")
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     if args.smoke:
-        args.clips, args.sft_steps, args.steps, args.eval_every, args.heldout, args.rl_seeds = 24, 20, 4, 2, 4, 1
+        args.pool, args.heldout, args.seeds = 16, 8, 1
+        overrides |= {"num_rounds": 2, "round_passes": 1, "batch_size": 4, "num_generations": 4}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    manifest = generate(SynthConfig(seed=args.seed, min_size=48, max_size=64, min_frames=16, max_frames=32),
-                        args.clips, out / "facesynth")
     clips = read_manifest(manifest)
-    train_clips = [c for c in clips if c.split == "train"]
-    held_clips = [c for c in clips if c.split != "train"]
-    pool = samples_from_clips(train_clips)
-    heldout = random.Random(args.seed).sample(samples_from_clips(held_clips),
-                                              min(args.heldout, len(samples_from_clips(held_clips))))
+    train = samples_from_clips([c for c in clips if c.split == "train"], ["description"])
+    pool = random.Random(0).sample(train, min(args.pool, len(train)))
+    held = sorted((c for c in clips if c.split == args.split), key=lambda c: c.id)[: args.heldout]
+    heldout = samples_from_clips(held, ["description"])
+    processor = FaVChatProcessor.from_pretrained(checkpoint)
+    videos = VideoCache().loader(processor)  # every clip decoded once for all runs
 
-    torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    config = FaVChatConfig.from_preset("tiny")
-    processor = FaVChatProcessor.from_config(config)
-    base = FaVChatForConditionalGeneration(config).to(device)
-    t0 = time.perf_counter()
-    losses = warm_up(base, processor, train_clips, args.sft_steps, 8, args.sft_lr, device, args.seed)
-    print(f"SFT warm-up: {args.sft_steps} steps in {time.perf_counter() - t0:.0f} s, loss {losses[0]:.3f} -> "
-          f"{statistics.mean(losses[-10:]):.3f}")
+    def run(row: str, seed: int, extra: dict) -> dict:
+        cfg = row_config(row, overrides, extra | {"seed": seed, "eval_samples": len(heldout), "save_every": 0,
+                                                  "output_dir": str(out / f"{slug(row)}-seed{seed}")})
+        model = FaVChatForConditionalGeneration.from_pretrained(checkpoint)
+        trainer = RLTrainer(cfg, model=model, processor=processor, train_samples=pool, eval_samples=heldout,
+                            load_video=videos)
+        trainer.preload_videos()
+        t0 = time.perf_counter()
+        res = trainer.train()
+        steps = [r for r in res["history"] if "reward" in r]
+        evals = [r["heldout_reward"] for r in res["history"] if "heldout_reward" in r]
+        rounds = sorted({int(r["round"]) for r in steps})
+        return {
+            "row": row, "seed": seed, "config": cfg.to_dict(), "pool": len(trainer.pool), "steps": len(steps),
+            "heldout": evals, "wall_s": time.perf_counter() - t0,
+            "time_step": statistics.median(r["time_step"] for r in steps) if steps else None,
+            "round_reward": [statistics.mean(r["facial_reward"] for r in steps if int(r["round"]) == k) for k in rounds],
+            "curves": [[r["facial_reward"] for r in steps if int(r["round"]) == k] for k in rounds],
+            "removed": steps[-1]["removed"] if steps else 0, "decay_events": steps[-1]["decay_events"] if steps else 0,
+            "completion_len": [r["completion_len"] for r in steps], "kl": [r["kl"] for r in steps],
+        }
 
-    runs: dict[str, list[dict]] = {"DE-GRPO": [], "GRPO": []}
-    for k in range(args.rl_seeds):  # every RL run starts from the same warm-up model
-        seed = args.seed + k
-        runs["DE-GRPO"].append(run_rl("de_grpo", copy.deepcopy(base), processor, pool, heldout, args, out, seed,
-                                      algorithm="de_grpo", pool_fraction=args.de_fraction))
-        runs["GRPO"].append(run_rl("grpo", copy.deepcopy(base), processor, pool, heldout, args, out, seed,
-                                   algorithm="grpo", reward=args.grpo_reward))
+    # The steps every RL row takes: DE-GRPO's rounds over its share of the pool.
+    de_cfg = row_config("DE-GRPO", overrides)
+    share = max(1, round(de_cfg.pool_fraction * len(pool)))
+    per_round = -(-de_cfg.round_passes * share // de_cfg.batch_size)
+    total = de_cfg.num_rounds * per_round
+    print(f"pool: {len(pool)} train descriptions (DE-GRPO's share {share}); held-out: {len(heldout)} {args.split} "
+          f"descriptions; every RL row: {total} steps of {de_cfg.batch_size} samples x G={de_cfg.num_generations}")
 
-    def mean_curve(rs: list[dict]) -> tuple[list[int], list[float]]:
-        steps = [s for s, _ in rs[0]["evals"]]
-        return steps, [statistics.mean(dict(r["evals"])[s] for r in rs) for s in steps]
+    results: dict[str, list[dict]] = {}
+    for row in args.rows:
+        extra: dict = {}
+        if row == "GRPO (all data)":  # the same steps over the whole pool
+            extra = {"round_passes": -(-total * de_cfg.batch_size // len(pool)), "max_steps": total}
+        seeds = [0] if row == "w.o. RL" else range(args.seeds)  # greedy decoding: no seed changes it
+        results[row] = [run(row, seed, extra) for seed in seeds]
+        for r in results[row]:
+            print(f"  {row} seed {r['seed']}: held-out {[round(v, 4) for v in r['heldout']]}, {r['steps']} steps "
+                  f"in {r['wall_s']:.0f} s")
 
-    curves = {name: mean_curve(rs) for name, rs in runs.items()}
-    de_pool, gr_pool = runs["DE-GRPO"][0]["pool"], runs["GRPO"][0]["pool"]
-    print(f"\nFaceSynth, tiny preset, {device.type}; RL pool {len(pool)} samples; held-out {len(heldout)} samples; "
-          f"{args.steps} steps of {args.batch} samples x G={args.g}; mean over {args.rl_seeds} RL seed(s)")
-    print(f"{'step':>6} | {f'DE-GRPO ({de_pool} samples)':>24} | {f'GRPO ({gr_pool} samples)':>22}")
-    for step, a, b in zip(curves["DE-GRPO"][0], curves["DE-GRPO"][1], curves["GRPO"][1], strict=True):
-        print(f"{step:>6} | {a:>24.4f} | {b:>22.4f}")
-    t_de = statistics.median(r["time_step"] for r in runs["DE-GRPO"])
-    t_gr = statistics.median(r["time_step"] for r in runs["GRPO"])
-    ratio = t_de / t_gr
-    print(f"median time/step: DE-GRPO {t_de:.3f} s, GRPO {t_gr:.3f} s, ratio {ratio:.2f}x (goal <= 1.3x)")
-    for r in runs["DE-GRPO"]:
-        print(f"DE-GRPO removed {r['removed']:.0f} and decayed {r['decayed']:.0f} of its {r['pool']} samples")
-    finals = {name: [r["evals"][-1][1] for r in rs] for name, rs in runs.items()}
-    for name, vals in finals.items():
-        spread = f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else ""
-        print(f"final held-out reward {name}: {statistics.mean(vals):.4f}{spread}  (per seed {[round(v, 4) for v in vals]})")
-    m_de, m_gr = statistics.mean(finals["DE-GRPO"]), statistics.mean(finals["GRPO"])
-    print("higher final mean: " + ("DE-GRPO" if m_de > m_gr else "GRPO" if m_gr > m_de else "tie"))
+    before = statistics.mean(r["heldout"][0] for rs in results.values() for r in rs)
+    print(f"\nTable 4 on FaceSynth ({len(heldout)} held-out {args.split} descriptions, greedy; facial reward at "
+          "uniform λ)")
+    print(f"{'row':<17} | {'pool':>5} | {'held-out before':>15} | {'after RL (mean ± sd)':>21} | per seed | verdict")
+    for row, rs in results.items():
+        after = [r["heldout"][-1] for r in rs]
+        sd = f" ± {statistics.stdev(after):.4f}" if len(after) > 1 else ""
+        judged = verdict(before, after) if row != "w.o. RL" else "-"
+        print(f"{row:<17} | {rs[0]['pool']:>5} | {rs[0]['heldout'][0]:>15.4f} | {statistics.mean(after):>12.4f}{sd:>9} "
+              f"| {[round(a, 4) for a in after]} | {judged}")
+    print("\nFig. 7: training facial reward of the sampled responses, mean of each round (mean over seeds)")
+    for row, rs in results.items():
+        if rs[0]["round_reward"]:
+            per = [statistics.mean(r["round_reward"][k] for r in rs) for k in range(len(rs[0]["round_reward"]))]
+            extra = (f"; removed {statistics.mean(r['removed'] for r in rs):.1f}, decay events "
+                     f"{statistics.mean(r['decay_events'] for r in rs):.1f}" if row in ("DE-GRPO",) else "")
+            print(f"  {row:<17} " + " -> ".join(f"{v:.4f}" for v in per) + extra)
+    if "DE-GRPO" in results and "GRPO" in results:
+        t_de = statistics.median(r["time_step"] for r in results["DE-GRPO"])
+        t_gr = statistics.median(r["time_step"] for r in results["GRPO"])
+        print(f"median time per step: DE-GRPO {t_de:.2f} s, GRPO {t_gr:.2f} s: DE-GRPO / GRPO = {t_de / t_gr:.2f}x")
 
-    png = plot_comparison({f"DE-GRPO ({de_pool} samples)": curves["DE-GRPO"], f"GRPO ({gr_pool} samples)": curves["GRPO"]},
-                          out / "de_grpo_vs_grpo.png")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "device": device.type, "runs": runs,
-                                                  "time_ratio": ratio, "sft_losses": losses}, indent=1))
-    print(f"plot: {png}")
+    curves = {row: [[statistics.mean(v) for v in zip(*(r["curves"][k] for r in rs), strict=True)]
+                    for k in range(len(rs[0]["curves"]))] for row, rs in results.items() if rs[0]["curves"]}
+    png = plot_round_panels(curves, out / "fig7.png")
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "overrides": overrides, "before": before,
+                                                  "results": results}, indent=1))
+    print(f"plot: {png}; results: {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ def test_lora_round_trip_and_trainable_set(tmp_path):
             if "lora_B" in n:
                 p.normal_(std=0.1)
     b = batch(proc)
-    ref = model(**b).logits
+    ref = model.eval()(**b).logits  # eval: the preset's LoRA dropout off
     model.save_pretrained(tmp_path)
     loaded = FaVChatForConditionalGeneration.from_pretrained(tmp_path).eval()
     assert loaded.config.lora["r"] == 4

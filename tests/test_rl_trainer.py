@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -170,25 +172,165 @@ def test_config_rejects_bad_combinations():
     assert (c.beta, c.tau_low, c.tau_high, c.gamma, c.clip_eps, c.beta_kl) == (0.8, 0.2, 0.8, 0.5, 0.2, 0.01)
 
 
-def test_lora_policy_uses_the_adapter_disabled_base_as_reference(tmp_path, samples):
+def _trained_lora_model():
+    """The tiny model with LoRA on its LLM whose B matrices are not zero, as stage 3 leaves them."""
     from favchat.model.lora import apply_lora
 
     model, proc = _tiny()
     apply_lora(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model, proc
+
+
+def _ref_and_policy_logps(tr, samples):
+    batch = tr._prompt_batch(samples[:2])
+    feats, prompt, ids, mask = tr._rollouts(batch, 2)
+    with torch.no_grad():
+        policy = tr._forward_logps(tr._policy(), feats, prompt, ids, mask, False)[0]
+    return tr._ref_logps(feats, prompt, ids, mask), policy, (feats, prompt, ids, mask)
+
+
+@pytest.mark.parametrize("trainable", [["language_model"], ["projector", "face_qformer", "language_model"]])
+def test_lora_reference_is_the_start_with_adapters_off_and_no_model_copy(tmp_path, samples, trainable):
+    model, proc = _trained_lora_model()
+    start = copy.deepcopy(model).eval()
     cfg = RLConfig(output_dir=str(tmp_path), num_generations=3, batch_size=2, max_new_tokens=6, max_steps=2,
-                   save_every=0, trainable=["language_model"], learning_rate=1e-2)
+                   save_every=0, trainable=trainable, learning_rate=1e-2)
     tr = RLTrainer(cfg, model=model, processor=proc, train_samples=samples)
-    assert tr.ref_mode == "disable_adapter" and tr.reference is None
+    ref = tr.reference
+    # stage 3's adapters folded into the base: the same policy; the adapters restart at B = 0
+    assert ref.adapters_off and not any("lora_" in n for n in ref.copies)
+    assert sorted({n.split(".")[0] for n in ref.copies}) == sorted(c for c in trainable if c != "language_model")
+    assert all(t.dtype == torch.bfloat16 for t in ref.copies.values())
+    assert all(torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B" in n)
+    ref_lp, policy_lp, (feats, prompt, ids, mask) = _ref_and_policy_logps(tr, samples)
+    with torch.no_grad():
+        start_lp = tr._forward_logps(start, feats, prompt, ids, mask, False)[0]
+    assert torch.allclose(policy_lp, start_lp, atol=1e-5)
+    assert torch.allclose(ref_lp, start_lp, atol=2e-2)  # bf16 copies of the small components
     assert all("lora_" in n for n in tr.probe_names)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     tr.train()
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
-    assert changed and all("lora_" in n for n in changed)
+    assert changed and all(n.split(".")[0] in trainable and ("lora_" in n or not n.startswith("language_model"))
+                           for n in changed)
+    ref_after, policy_after, _ = _ref_and_policy_logps(tr, samples)
+    assert not torch.allclose(ref_after, policy_after, atol=1e-3)  # the policy moved, the reference did not
+    ref_lp2 = tr._ref_logps(feats, prompt, ids, mask)
+    assert torch.allclose(ref_lp2, ref_lp, atol=1e-6)
+
+
+def test_full_llm_reference_is_a_bf16_copy_of_the_trainable_parts(tmp_path, samples):
+    tr = _trainer(tmp_path, samples, max_steps=1)
+    model = tr._policy()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not tr.reference.adapters_off and set(tr.reference.copies) == trainable
+    towers = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("general_encoder", "face_encoder")))
+    assert towers and tr.reference.nbytes() == 2 * sum(p.numel() for n, p in model.named_parameters() if n in trainable)
 
 
 def test_several_policy_updates_per_batch(tmp_path, samples):
     tr = _trainer(tmp_path, samples, max_steps=1, num_iterations=2)
     res = tr.train()
-    row = res["history"][0]
+    row = next(r for r in res["history"] if "policy_loss" in r)
     # the second update sees π ≠ π_old, so the ratio and the KL to the reference are no longer trivial
     assert np.isfinite(row["policy_loss"]) and row["kl"] > 0
+
+
+@pytest.fixture(scope="module")
+def facesynth_descriptions(tmp_path_factory):
+    from favchat.data.manifest import read_manifest
+    from favchat.data.synth.generate import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("rl_facesynth")
+    manifest = generate(SynthConfig(seed=3, min_frames=8, max_frames=8, min_size=32, max_size=32), 8, out, progress=False)
+    return samples_from_clips(read_manifest(manifest), types=["description"])
+
+
+@pytest.fixture(scope="module")
+def describer(facesynth_descriptions):
+    """The tiny model whose LLM learnt the clips' descriptions as plain text (no video): its samples name
+    labels, right or wrong, so rewards differ within and between groups as a trained model's do."""
+    model, proc = _tiny()
+    answers = [next(q.answer for q in s.clip.qa if q.question == s.question) for s in facesynth_descriptions]
+    ids = proc.tokenizer(answers, padding=True, return_tensors="pt")
+    labels = ids.input_ids.masked_fill(ids.attention_mask == 0, -100)
+    opt = torch.optim.AdamW(model.language_model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model.language_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model, proc
+
+
+def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, facesynth_descriptions, describer):
+    """DE-GRPO with its defaults (Table 6, 3 rounds of 5 passes, batch 8, h0 0.5) on FaceSynth: samples leave
+    the pool and rewards decay within the run; a run stopped mid-round resumes to the same state."""
+    pool = facesynth_descriptions
+    assert len(pool) == 8
+
+    def trainer(out, save_every=0):
+        model, proc = describer
+        # only the scale is reduced (shorter responses); the mechanism runs at its defaults
+        cfg = RLConfig(output_dir=str(out), max_new_tokens=16, save_every=save_every, deterministic=True,
+                       num_workers=0)
+        return RLTrainer(cfg, model=copy.deepcopy(model), processor=proc, train_samples=pool)
+
+    straight = trainer(tmp_path / "a", save_every=7)  # also a checkpoint at step 7, inside round 2
+    assert straight.steps_per_round() == 5  # 5 passes over 8 samples in batches of 8
+    res = straight.train()
+    st = straight.state
+    assert res["round"] == 3 and straight.step == 15  # all three rounds ran
+    assert (st.removed_round >= 0).any(), f"no sample removed: h = {st.h.tolist()}"
+    assert st.times_decayed.sum() > 0, f"no reward decayed: h = {st.h.tolist()}"
+    assert [r for r in res["history"] if "pool_size" in r][-1]["pool_size"] < len(pool)
+
+    inside_round_2 = next(c for c in (tmp_path / "a" / "checkpoints").iterdir()
+                          if torch.load(c / "rl_state.pt", weights_only=False)["step"] == 7)
+    resumed = trainer(tmp_path / "b")
+    resumed.train(resume=inside_round_2)
+    assert resumed.step == 15
+    for k, v in st.state_dict().items():
+        assert torch.equal(v, resumed.state.state_dict()[k]), k
+    for (n, p), (_, q) in zip(straight._policy().named_parameters(), resumed._policy().named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert torch.equal(straight.weights.eta, resumed.weights.eta)
+
+
+def test_video_lru_keeps_the_most_recent_clips(samples):
+    from favchat.rl.data import VideoLRU
+
+    decoded = []
+    lru = VideoLRU(lambda path, frame_range: decoded.append(path) or str(path), size=2)
+    a, b, c = samples[0], samples[1], samples[2]
+    lru(a), lru(b), lru(a), lru(c)  # c pushes out b, the least recently used
+    assert lru.get(b) is None and lru.get(a) is not None and len(lru) == 2
+    lru(b)
+    assert len(decoded) == 4  # a, b, c, then b again
+    none = VideoLRU(lambda path, frame_range: str(path), size=0)
+    assert none(a) is not None and len(none) == 0
+
+
+def test_videos_decoded_in_workers_train_the_same(tmp_path, samples):
+    runs = []
+    for workers in (0, 2):
+        tr = _trainer(tmp_path / str(workers), samples, max_steps=2, num_workers=workers, video_cache_size=1)
+        tr.train()
+        runs.append(tr)
+    for (n, p), (_, q) in zip(runs[0]._policy().named_parameters(), runs[1]._policy().named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert len(runs[1].videos) == 1
+
+
+def test_metrics_csv_widens_for_the_training_rows_after_the_heldout_row(tmp_path):
+    from favchat.train.metrics_log import CSVTracker, read_metrics
+
+    tracker = CSVTracker(tmp_path / "metrics.csv")
+    tracker.log({"round": 0.0, "heldout_reward": 0.5}, step=0)  # the RL run's first row: the start's held-out reward
+    tracker.log({"round": 0.0, "reward": 0.25, "kl": 0.125}, step=1)
+    assert read_metrics(tmp_path / "metrics.csv") == [{"step": 0, "round": 0.0, "heldout_reward": 0.5},
+                                                      {"step": 1, "round": 0.0, "reward": 0.25, "kl": 0.125}]

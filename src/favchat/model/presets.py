@@ -40,7 +40,7 @@ def _tiny(**overrides: Any) -> FaVChatConfig:
         adapter_hidden_size=32, low_level_blocks=[1, 2, 3], general_block=-2, num_general_frames=8,
         num_face_frames=8, image_size=64, face_image_size=64,
         video_token_id=SPECIAL_TOKENS.index("<video>"), preset="tiny",
-        lora_defaults={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": LLAMA_LORA_TARGETS},
+        lora_defaults={"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     )
     kw.update(overrides)
     return FaVChatConfig(**kw)

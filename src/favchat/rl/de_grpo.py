@@ -17,7 +17,8 @@ Design choices the paper leaves open (also in docs/de_grpo.md):
 - the decay ``R ← γR`` scales the sample's reward and its baseline alike and keeps the undecayed group
   spread as the normaliser, so a decayed sample's advantages are exactly γ times smaller (dividing by
   the decayed spread would cancel the decay);
-- the advantage's group std has a floor (``RLConfig.adv_std_floor``): see :func:`advantages`;
+- the advantage's group std has a floor (``RLConfig.adv_std_floor``), the same for GRPO's group-normalised
+  advantage: see :func:`advantages`;
 - the group standard deviation is the unbiased one, as in TRL's GRPOTrainer, so that with h ≡ 1,
   no decay and V = group mean the advantage is TRL's.
 """
@@ -95,9 +96,13 @@ def advantages(rewards: torch.Tensor, h: torch.Tensor, values: torch.Tensor, dec
     return scale.unsqueeze(1) * (rewards - values.unsqueeze(1)) / (std + eps)  # (B, G)
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """Vanilla GRPO: ``(R − mean_j R) / (std_j R + ε)``. rewards: (B, G) -> (B, G)."""
-    return (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + eps)
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, std_floor: float = 0.0) -> torch.Tensor:
+    """Vanilla GRPO: ``(R − mean_j R) / (max(std_j R, floor) + ε)`` (floor 0: TRL's). rewards: (B, G) -> (B, G).
+
+    The floor is the one :func:`advantages` uses, so that GRPO and DE-GRPO divide by the same spread: without it
+    a group whose rewards differ by 0.01 gets GRPO advantages of size 1 and DE-GRPO ones of size 0.1."""
+    std = rewards.std(dim=1, keepdim=True).clamp_min(std_floor)  # (B, 1)
+    return (rewards - rewards.mean(dim=1, keepdim=True)) / (std + eps)
 
 
 def policy_loss(

@@ -1,4 +1,4 @@
-"""Per-sample DE-GRPO state: recurrent utility h (Eq. 11), removal round, decay flags, visit counts.
+"""Per-sample DE-GRPO state: recurrent utility h (Eq. 11), removal round, decay flags and counts, visits.
 
 One row per sample of the RL pool, indexed by the sample's position in the dataset. Stored as float64
 / int64 CPU tensors so that saving and restoring is bit-exact whatever the policy's device and dtype.
@@ -20,6 +20,7 @@ class SampleState:
     h: torch.Tensor  # (S,) float64, recurrent utility, h^(0) = h0
     removed_round: torch.Tensor  # (S,) int64, round at which the sample left the pool; -1 while in it
     decayed: torch.Tensor  # (S,) bool, rewards decayed at the sample's last visit
+    times_decayed: torch.Tensor  # (S,) int64, at how many of its visits the rewards were decayed
     visits: torch.Tensor  # (S,) int64, how many batches the sample has been in
 
     @classmethod
@@ -30,6 +31,7 @@ class SampleState:
             h=torch.full((num_samples,), float(h0), dtype=torch.float64),
             removed_round=torch.full((num_samples,), NOT_REMOVED, dtype=torch.int64),
             decayed=torch.zeros(num_samples, dtype=torch.bool),
+            times_decayed=torch.zeros(num_samples, dtype=torch.int64),
             visits=torch.zeros(num_samples, dtype=torch.int64),
         )
 
@@ -46,21 +48,21 @@ class SampleState:
         idx = idx.cpu().long()
         self.h[idx] = h.detach().cpu().to(torch.float64)
         self.decayed[idx] = decay.cpu().bool()
+        self.times_decayed.index_add_(0, idx, decay.cpu().long())  # a sample twice in a batch counts twice
         rm = idx[remove.cpu().bool()]
         self.removed_round[rm] = round_idx
-        self.visits[idx] += 1
+        self.visits.index_add_(0, idx, torch.ones_like(idx))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"h": self.h.clone(), "removed_round": self.removed_round.clone(),
-                "decayed": self.decayed.clone(), "visits": self.visits.clone()}
+        return {"h": self.h.clone(), "removed_round": self.removed_round.clone(), "decayed": self.decayed.clone(),
+                "times_decayed": self.times_decayed.clone(), "visits": self.visits.clone()}
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> SampleState:
-        missing = {"h", "removed_round", "decayed", "visits"} - set(sd)
+        missing = {"h", "removed_round", "decayed", "times_decayed", "visits"} - set(sd)
         if missing:
             raise ValueError(f"sample-state checkpoint lacks {sorted(missing)}")
-        return cls(h=sd["h"].clone(), removed_round=sd["removed_round"].clone(),
-                   decayed=sd["decayed"].clone(), visits=sd["visits"].clone())
+        return cls(**{k: sd[k].clone() for k in ("h", "removed_round", "decayed", "times_decayed", "visits")})
 
     def histogram(self, bins: int = 10) -> list[int]:
         """Counts of h in ``bins`` equal bins over [0, 1] (for the step log)."""

@@ -10,26 +10,29 @@ T completion tokens)::
     rewards                                     R (B, G); per-group soft F1 (N, 3); λ
     policy forward (grad)                       log π (N, T); prompt hidden states → V_φ (B,)
     reference forward (no grad)                 log π_ref (N, T)
-    DE-GRPO only:
+    DE-GRPO with the recurrent data mechanism:
       pairs, D (Eq. 8), probe gradients → G (Eq. 9)   per sample
       gather (idx, D, G) over processes → U (Eq. 10), h (Eq. 11), remove/decay (Eq. 12), same on every rank
-      A = h·γ_i·(R − V)/(std R + ε) (Eq. 13);  loss = clipped surrogate + β_KL·k3 + c_v·MSE(V, mean R)
-    GRPO: A = (R − mean R)/(std R + ε); loss = clipped surrogate + β_KL·k3
+    DE-GRPO: A = h·γ_i·(R − V)/(max(std R, floor) + ε) (Eq. 13; h ≡ 1, γ_i ≡ 1 without the mechanism);
+      loss = clipped surrogate + β_KL·k3 + c_v·MSE(V, mean R)
+    GRPO: A = (R − mean R)/(max(std R, floor) + ε); loss = clipped surrogate + β_KL·k3
     backward, clip, step; λ ascent on the gathered group scores
 
-Rounds: a round is one pass over the samples still in the pool (DE-GRPO removes samples with h < τ_low;
-GRPO keeps all). Checkpoints (``accelerator.save_state`` + ``rl_state.pt``) hold the model, value head,
-optimizer, RNG states of every process, the per-sample state, λ, and the position inside the round, so
-``resume`` continues bit-exactly.
+Rounds: every round takes the same number of steps, ``round_passes`` passes' worth of the whole pool, drawn
+as shuffled passes over the samples still in it (with the recurrent data mechanism a sample whose h fell
+below τ_low leaves from the next pass on, so the survivors are visited more often; otherwise every sample
+stays). The held-out reward is scored before the first step and after every round. Checkpoints
+(``accelerator.save_state`` + ``rl_state.pt``) hold the model, value head, optimizer, RNG states of every
+process, the per-sample state, λ, and the position inside the round, so ``resume`` continues bit-exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,9 @@ from tqdm.auto import tqdm
 from favchat.data.taxonomy import GROUPS
 from favchat.rl import de_grpo, rewards
 from favchat.rl.config import RLConfig
-from favchat.rl.data import RLSample, load_pool, subset
+from favchat.rl.data import PoolVideos, RLSample, VideoLRU, load_pool, subset
 from favchat.rl.probe import ProbeCapture, probe_parameters
+from favchat.rl.reference import ReferencePolicy
 from favchat.rl.state import SampleState
 from favchat.rl.value_head import ValueHead
 from favchat.train import toolkit
@@ -76,41 +80,29 @@ def token_logps(logits: torch.Tensor, ids: torch.Tensor, prompt_len: int, temper
     return lg.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, -1)  # (N, T)
 
 
-@contextlib.contextmanager
-def lora_disabled(module: torch.nn.Module):
-    """The LoRA layers injected by ``favchat.model.lora`` switched off (the base model), then back on."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-    if not layers:
-        raise ValueError("reference: disable_adapter, but the language model has no LoRA layers")
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.enable_adapters(True)
-
-
 class RLTrainer:
     """DE-GRPO / GRPO over an RL pool. Give a config; optionally a ready model, processor and samples
     (tests and the benchmark do), else they load from ``config.model_path`` / ``config.train_manifest``.
 
     Resuming needs the same starting model (the same ``model_path``, or an equal injected model): the
-    reference policy is a frozen copy of the starting model, not of the checkpoint.
+    reference policy is the starting model, not the checkpoint (``favchat.rl.reference``).
     """
 
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
-                 eval_samples: list[RLSample] | None = None):
+                 eval_samples: list[RLSample] | None = None, load_video=None):
+        from accelerate.utils import set_seed
+
         self.cfg = cfg = config
         self.acc = toolkit.make_accelerator(cfg.output_dir, find_unused_parameters=True)
         self.out = Path(cfg.output_dir)
+        # The seed governs the rollouts' sampling and the value head's initialisation, not only the data order.
+        set_seed(cfg.seed)
         # Data first: a bad manifest fails before any model is built.
         self.pool = subset(train_samples, cfg.pool_fraction, cfg.seed) if train_samples is not None else load_pool(
-            self._need(cfg.train_manifest, "train_manifest"), cfg.train_split, cfg.pool_fraction, cfg.seed)
+            self._need(cfg.train_manifest, "train_manifest"), cfg.train_split, cfg.pool_fraction, cfg.seed,
+            cfg.question_types)
         if eval_samples is None and cfg.eval_manifest:
-            eval_samples = load_pool(cfg.eval_manifest, cfg.eval_split)
+            eval_samples = load_pool(cfg.eval_manifest, cfg.eval_split, types=cfg.question_types)
         self.eval_pool = (eval_samples or [])[: cfg.eval_samples]
         if model is None:
             model, processor = self._load_model()
@@ -125,7 +117,8 @@ class RLTrainer:
         if frozen_towers:
             raise ValueError(f"RL keeps the vision towers frozen (stage-3 schedule); remove {frozen_towers} from "
                              "trainable")
-        self.reference, self.ref_mode = self._make_reference(model)
+        # before anything wraps the model: it may fold the LLM's adapters (the same function) into its base
+        self.reference = ReferencePolicy(model) if cfg.beta_kl != 0.0 else None
         self.probe_names = [n for n, _ in probe_parameters(model, cfg.probe)] if cfg.utility_on else []
 
 
@@ -134,7 +127,7 @@ class RLTrainer:
                                         kl_coef=cfg.weights_kl, init=cfg.reward_weights)
         params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
         self.value_head = None
-        if cfg.utility_on:
+        if cfg.critic_on:
             self.value_head = ValueHead(model.config.text_config.hidden_size).to(model.device)
             params.append({"params": list(self.value_head.parameters()), "lr": cfg.value_learning_rate})
         optimizer = toolkit.make_optimizer(params, OptimSection(lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
@@ -143,11 +136,12 @@ class RLTrainer:
         else:
             self.model, self.optimizer = self.acc.prepare(model, optimizer)
         if self.reference is not None:
-            self.reference.to(self.acc.device)
-        # Hooks go on after the reference copy was made, so the reference carries none.
+            self.reference.copies = {n: t.to(self.acc.device) for n, t in self.reference.copies.items()}
         self.capture = ProbeCapture(self._policy(), self.probe_names) if cfg.utility_on else None
-        self.step, self.round, self.order, self.pos = 0, 0, None, 0
-        self._videos: dict[str, Any] = {}
+        # position: round, steps taken in it, passes started in it, the current pass's order and place in it
+        self.step, self.round, self.round_step, self.passes, self.order, self.pos = 0, 0, 0, 0, None, 0
+        # decoded clips kept for later visits (load_video: a caller's decoder, e.g. one shared with its other runs)
+        self.videos = VideoLRU(load_video or self.processor.load_video, cfg.video_cache_size)
         self.history: list[dict[str, float]] = []  # every logged row (also in metrics.csv)
 
     # ------------------------------------------------------------------ setup helpers
@@ -174,40 +168,37 @@ class RLTrainer:
         processor = FaVChatProcessor.from_config(config)
         return FaVChatForConditionalGeneration(config), processor
 
-    def _make_reference(self, model):
-        cfg = self.cfg
-        if cfg.beta_kl == 0.0:
-            return None, "none"
-        lora_only = bool(getattr(model.config, "lora", None)) and all(
-            "lora_" in n for n, p in model.named_parameters() if p.requires_grad)
-        mode = cfg.reference
-        if mode == "auto":
-            mode = "disable_adapter" if lora_only else "frozen_copy"
-        if mode == "disable_adapter":
-            if not lora_only:
-                raise ValueError("reference: disable_adapter needs a LoRA language model whose LoRA weights are "
-                                 "the only trainable parameters; use reference: frozen_copy")
-            return None, mode
-        ref = copy.deepcopy(model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref, mode
-
     # ------------------------------------------------------------------ batches
-    def _video(self, sample: RLSample):
-        key = f"{sample.clip.id}:{sample.clip.video}:{sample.clip.frame_range}"
-        if key not in self._videos:  # decoded once per process: later rounds reuse the small uint8 arrays
-            self._videos[key] = self.processor.load_video(sample.clip.video_path, sample.clip.frame_range)
-        return self._videos[key]
-
     def preload_videos(self) -> None:
-        """Decode every pool and held-out video now (timings then measure training, not decoding)."""
+        """Decode every pool and held-out video now, as far as the cache holds them (timings then measure
+        training, not decoding)."""
         for s in tqdm(self.pool + self.eval_pool, desc="decode videos", disable=not self.acc.is_main_process):
-            self._video(s)
+            self.videos(s)
 
-    def _prompt_batch(self, samples: list[RLSample]) -> dict[str, torch.Tensor]:
-        batch = self.processor([self._video(s) for s in samples], [s.question for s in samples])
+    def _prompt_batch(self, samples: list[RLSample], videos: list | None = None) -> dict[str, torch.Tensor]:
+        videos = videos if videos is not None else [self.videos(s) for s in samples]
+        batch = self.processor(videos, [s.question for s in samples])
         return {k: v.to(self.acc.device) for k, v in batch.items()}
+
+    def _pass_batches(self) -> Iterator[tuple[list[int], list]]:
+        """This process's batches of the current pass from ``pos`` on: (pool indices, decoded videos), the
+        videos decoded ahead in ``num_workers`` DataLoader workers; what they decode joins the cache."""
+        gbs, b, rank = self.cfg.batch_size * self.acc.num_processes, self.cfg.batch_size, self.acc.process_index
+        order, local = self.order, []
+        for pos in range(self.pos, len(order), gbs):
+            take = order[pos: pos + gbs]
+            if len(take) < gbs:  # fill the pass's last batch from its start so every rank has B samples
+                take = torch.cat([take, order.repeat(math.ceil(gbs / len(order)))[: gbs - len(take)]])
+            local += take[rank * b: (rank + 1) * b].tolist()
+        # a generator of its own: a DataLoader draws its workers' seed from the global RNG otherwise, and a run
+        # resumed mid-pass (its loader started at the resume point) would then sample other rollouts
+        loader = torch.utils.data.DataLoader(PoolVideos(self.pool, self.videos), batch_size=b, sampler=local,
+                                             num_workers=self.cfg.num_workers, collate_fn=list,
+                                             generator=torch.Generator())
+        for items in loader:
+            for i, video in items:
+                self.videos.put(self.pool[i], video)
+            yield [i for i, _ in items], [v for _, v in items]
 
     def _policy(self):
         return self.acc.unwrap_model(self.model)
@@ -248,6 +239,7 @@ class RLTrainer:
         return torch.nan_to_num(reward, nan=0.0), scores
 
     def _forward_logps(self, model, feats, prompt, ids, mask, hidden: bool):
+        """``model``: the policy, or the reference's forward function."""
         input_ids = torch.cat([prompt["input_ids"], ids], 1)  # (N, L+T)
         attn = torch.cat([prompt["attention_mask"], mask], 1)  # (N, L+T)
         out = model(input_ids=input_ids, attention_mask=attn, question_ids=prompt["question_ids"],
@@ -257,13 +249,10 @@ class RLTrainer:
 
     @torch.no_grad()
     def _ref_logps(self, feats, prompt, ids, mask) -> torch.Tensor | None:
-        if self.ref_mode == "none":
+        if self.reference is None:
             return None
-        if self.ref_mode == "disable_adapter":
-            policy = self._policy()
-            with lora_disabled(policy.language_model):
-                return self._forward_logps(policy, feats, prompt, ids, mask, False)[0]
-        return self._forward_logps(self.reference, feats, prompt, ids, mask, False)[0]
+        with self.reference.forward_fn(self._policy()) as reference:
+            return self._forward_logps(reference, feats, prompt, ids, mask, False)[0]
 
     # ------------------------------------------------------------------ DE-GRPO utility
     def _sensitivity(self, seq_logp: torch.Tensor, group_rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,12 +286,13 @@ class RLTrainer:
         return h[rows], decay[rows]
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, idx: list[int]) -> dict[str, float]:
+    def train_step(self, idx: list[int], videos: list | None = None) -> dict[str, float]:
+        """One optimizer step on pool samples ``idx`` (this process's share), their decoded ``videos`` if given."""
         cfg, g = self.cfg, self.cfg.num_generations
         t0 = time.perf_counter()
         samples = [self.pool[i] for i in idx]
         b = len(samples)
-        batch = self._prompt_batch(samples)
+        batch = self._prompt_batch(samples, videos)
         feats, prompt, ids, mask = self._rollouts(batch, g)
         texts = self._decode(ids, mask)
         reward, scores = self._rewards(samples, texts, g)  # (N,), (N, 3)
@@ -316,7 +306,7 @@ class RLTrainer:
         probe_time = 0.0
         for it in range(cfg.num_iterations):
             with self.capture.recording() if (cfg.utility_on and it == 0) else contextlib.nullcontext():
-                logps, out = self._forward_logps(self.model, feats, prompt, ids, mask, hidden=cfg.utility_on)
+                logps, out = self._forward_logps(self.model, feats, prompt, ids, mask, hidden=cfg.critic_on)
             if it == 0:
                 old = logps.detach()
                 if cfg.utility_on:
@@ -327,16 +317,19 @@ class RLTrainer:
                     h, decay = self._update_state(idx, d, gs)
                     probe_time = time.perf_counter() - tp
                     h, decay = h.to(self.acc.device, torch.float32), decay.to(self.acc.device)
-            if cfg.utility_on:
+            if cfg.critic_on:
                 hid = out.hidden_states[-1][::g, : prompt["input_ids"].shape[1]]  # (B, L, D)
                 values = self.value_head(hid, prompt["attention_mask"][::g]).float()  # (B,)
                 if it == 0:
+                    if not cfg.utility_on:  # w.o. RD: Eq. 13 with h ≡ 1 and no decay
+                        h = torch.ones(b, device=self.acc.device)
+                        decay = torch.zeros(b, dtype=torch.bool, device=self.acc.device)
                     adv = de_grpo.advantages(r_bg, h, values.detach(), decay, cfg.gamma, cfg.adv_eps,
                                        cfg.adv_std_floor).reshape(-1)  # (N,)
                 v_loss = de_grpo.value_loss(values, r_bg)
             else:
                 if it == 0:
-                    adv = de_grpo.group_advantages(r_bg, cfg.adv_eps).reshape(-1)  # (N,)
+                    adv = de_grpo.group_advantages(r_bg, cfg.adv_eps, cfg.adv_std_floor).reshape(-1)  # (N,)
                 v_loss = torch.zeros((), device=self.acc.device)
             p_loss, pm = de_grpo.policy_loss(logps, old, ref, adv, mask, cfg.clip_eps, cfg.beta_kl,
                                        kl_is_correction=cfg.kl_is_correction)
@@ -368,9 +361,17 @@ class RLTrainer:
         metrics["policy_loss"] = float(self.acc.reduce(p_loss.detach(), "mean"))
         metrics["value_loss"] = float(self.acc.reduce(v_loss.detach(), "mean"))
         metrics["completion_len"] = float(mask.sum(1).float().mean())
+        if self.eos_id is not None:  # responses cut by max_new_tokens: no EOS sampled
+            metrics["truncated"] = float((ids != self.eos_id).all(1).float().mean())
+        # the advantage's common part (a critic's error shows here) and its spread; the critic's mean estimate
+        all_adv = self.acc.gather(adv.detach()).cpu()  # (N·P,)
+        metrics["adv_mean"], metrics["adv_std"] = float(all_adv.mean()), float(all_adv.std())
+        if values is not None:
+            metrics["value_mean"] = float(self.acc.reduce(values.detach().mean(), "mean"))
         metrics["pool_size"] = float(len(self.state.active()))
         metrics["removed"] = float((self.state.removed_round >= 0).sum())
         metrics["decayed"] = float(self.state.decayed.sum())
+        metrics["decay_events"] = float(self.state.times_decayed.sum())
         for k, c in enumerate(self.state.histogram(H_BINS)):
             metrics[f"h_bin{k}"] = float(c)
         metrics["h_mean"] = float(self.state.h.mean())
@@ -401,7 +402,8 @@ class RLTrainer:
         """A checkpoint of everything ``train(resume=...)`` needs to continue bit-exactly."""
         def write(folder: Path) -> None:
             torch.save({
-                "step": self.step, "round": self.round, "pos": self.pos,
+                "step": self.step, "round": self.round, "round_step": self.round_step, "passes": self.passes,
+                "pos": self.pos,
                 "order": None if self.order is None else self.order.clone(),
                 "sample_state": self.state.state_dict(), "eta": self.weights.eta.clone(),
                 "config": self.cfg.to_dict(), "probe": self.probe_names,
@@ -423,6 +425,7 @@ class RLTrainer:
                              "pool_fraction or seed)")
         toolkit.resume(self.acc, path)
         self.step, self.round, self.pos, self.order = st["step"], st["round"], st["pos"], st["order"]
+        self.round_step, self.passes = st["round_step"], st["passes"]
         self.state = SampleState.from_state_dict(st["sample_state"])
         self.weights.eta.copy_(st["eta"])
 
@@ -433,9 +436,14 @@ class RLTrainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def _round_order(self) -> torch.Tensor:
+    def steps_per_round(self) -> int:
+        """Every round's length: ``round_passes`` passes' worth of the whole pool in global batches."""
+        return math.ceil(self.cfg.round_passes * len(self.pool) / (self.cfg.batch_size * self.acc.num_processes))
+
+    def _pass_order(self) -> torch.Tensor:
+        """A shuffled pass over the samples still in the pool (all of them without the recurrent data)."""
         active = self.state.active() if self.cfg.utility_on else torch.arange(len(self.pool))
-        g = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.round)
+        g = torch.Generator().manual_seed((self.cfg.seed * 100003 + self.round) * 10007 + self.passes)
         return active[torch.randperm(len(active), generator=g)]
 
     def _log(self, row: dict[str, float]) -> None:
@@ -452,33 +460,40 @@ class RLTrainer:
         if resume:
             self.load(resume)
         toolkit.start_run(self.acc, cfg)
-        gbs = cfg.batch_size * self.acc.num_processes
-        world, rank = self.acc.num_processes, self.acc.process_index
-        if self.acc.is_main_process:
-            log.info("RL %s: pool %d samples, G=%d, %d process(es), reference=%s, probe=%s", cfg.algorithm,
-                     len(self.pool), cfg.num_generations, world, self.ref_mode, self.probe_names)
+        if not resume:  # the starting model's held-out reward: Table 4's 'w.o. RL' row, and where each curve starts
+            self._log({"round": 0.0, "heldout_reward": self.evaluate()})
+        gbs, world = cfg.batch_size * self.acc.num_processes, self.acc.num_processes
+        per_round = self.steps_per_round()
+        if self.acc.is_main_process and cfg.num_rounds:
+            log.info("RL %s%s: pool %d samples, %d round(s) of %d steps, G=%d, %d process(es), reference=%s, "
+                     "probe=%s", cfg.algorithm, "" if cfg.utility_on or not cfg.critic_on else " (w.o. RD)",
+                     len(self.pool), cfg.num_rounds, per_round, cfg.num_generations, world,
+                     self.reference.describe() if self.reference else "none (beta_kl 0)",
+                     self.probe_names)
         done = False
-        last = None
+        last = batches = None
         while self.round < cfg.num_rounds and not done:
-            if self.order is None:
-                self.order, self.pos = self._round_order(), 0
-            if len(self.order) == 0:
-                log.info("round %d: the pool is empty; stopping", self.round)
+            if cfg.max_steps and self.step >= cfg.max_steps:  # stopped at a round's end: that round saved it
                 break
-            steps_in_round = math.ceil(len(self.order) / gbs)
-            bar = tqdm(total=steps_in_round, initial=self.pos // gbs, desc=f"{cfg.algorithm} round {self.round + 1}",
+            bar = tqdm(total=per_round, initial=self.round_step, desc=f"{cfg.algorithm} round {self.round + 1}",
                        disable=not self.acc.is_main_process)
-            while self.pos < len(self.order):
+            while self.round_step < per_round:
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     done = True
                     break
-                take = self.order[self.pos: self.pos + gbs]
-                if len(take) < gbs:  # fill the last batch from the round's start so every rank has B samples
-                    take = torch.cat([take, self.order.repeat(math.ceil(gbs / len(self.order)))[: gbs - len(take)]])
-                local = take[rank * cfg.batch_size: (rank + 1) * cfg.batch_size].tolist()
-                row = {"round": float(self.round), **self.train_step(local)}
+                if self.order is None or self.pos >= len(self.order):
+                    self.order, self.pos, batches = self._pass_order(), 0, None
+                    self.passes += 1
+                if len(self.order) == 0:
+                    log.info("round %d: the pool is empty; stopping", self.round + 1)
+                    done = True
+                    break
+                if batches is None:
+                    batches = self._pass_batches()
+                row = {"round": float(self.round), **self.train_step(*next(batches))}
                 self.pos += gbs
                 self.step += 1
+                self.round_step += 1
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     row["heldout_reward"] = self.evaluate()
                 self._log(row)
@@ -486,18 +501,19 @@ class RLTrainer:
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     last = self.save()
             bar.close()
-            if done:
+            if done:  # stopped inside a round (max_steps, or an empty pool): the final model is scored too
+                if self.step:
+                    self._log({"round": float(self.round), "heldout_reward": self.evaluate()})
                 break
-            row = {"round": float(self.round), "heldout_reward": self.evaluate()}
-            self._log(row)
+            self._log({"round": float(self.round), "heldout_reward": self.evaluate()})
             self.round += 1
-            self.order, self.pos = None, 0
+            self.round_step, self.passes, self.order, self.pos, batches = 0, 0, None, 0, None
             last = self.save()
             if self.acc.is_main_process:
                 from favchat.rl.plots import plot_round_curves
 
                 plot_round_curves(self.out / "metrics.csv", self.out / "reward_per_round.png")
-        if done:
+        if done and self.step:
             last = self.save()
         toolkit.end_run(self.acc)
         return {"step": self.step, "round": self.round, "checkpoint": str(last) if last else None,

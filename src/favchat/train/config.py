@@ -55,18 +55,19 @@ class DataSection:
 
 @dataclass
 class LoraSection:
-    """LoRA on the LLM."""
+    """LoRA on the LLM; a setting left empty is the preset's ``lora_defaults`` (model/presets.py), and one that
+    differs from the preset's is logged."""
 
     stages: list[int] = field(default_factory=lambda: [3])
     """Stages whose LLM trains through LoRA."""
-    r: int = 8
-    """LoRA rank."""
-    alpha: int = 16
-    """LoRA alpha (the update is scaled by alpha / r)."""
-    dropout: float = 0.05
-    """Dropout on the LoRA branch."""
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """The LLM's linear layers that get LoRA."""
+    r: int | None = None
+    """LoRA rank (empty: the preset's)."""
+    alpha: int | None = None
+    """LoRA alpha, the update scaled by alpha / r (empty: the preset's)."""
+    dropout: float | None = None
+    """Dropout on the LoRA branch (empty: the preset's)."""
+    target_modules: list[str] | None = None
+    """The LLM's linear layers that get LoRA (empty: the preset's)."""
 
 
 @dataclass

@@ -142,7 +142,7 @@ def pretrain_face(cfg: FacePretrainConfig, progress: bool = False, video_cache: 
         log.info("facial encoder pretraining: %d clips, %d labels, %d exclusive sets", len(clips), len(labels),
                  len(exclusive))
     optimizer = toolkit.make_optimizer(net.parameters(), cfg.optim)
-    scheduler = toolkit.make_scheduler(optimizer, cfg.optim)
+    scheduler = toolkit.make_scheduler(optimizer, cfg.optim, accelerator.num_processes)
     net, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
     load_video = (video_cache or VideoCache()).loader(processor) if cfg.data.cache_videos else processor.load_video
     dataset = _ClipLabels(clips, load_video, labels, cfg.data.on_error)

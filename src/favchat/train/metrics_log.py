@@ -43,6 +43,13 @@ class CSVTracker(GeneralTracker):
             self._fields = list(row)
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self._fields)
+        new = [k for k in row if k not in self._fields]
+        if new:  # a row with columns the earlier ones lacked (RL: held-out rows, then training rows) widens the file
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))[1:]
+            self._fields += new
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerows([self._fields, *(r + [""] * len(new) for r in rows)])
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in self._fields])
         log.info("step %s | %s", step, " | ".join(f"{k} {_fmt(v)}" for k, v in values.items()))

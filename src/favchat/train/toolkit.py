@@ -39,7 +39,9 @@ def make_accelerator(output_dir: str | Path, mixed_precision: str = "no", grad_a
     trackers: list[Any] = [CSVTracker(Path(output_dir) / "metrics.csv")]
     if tensorboard and is_tensorboard_available():
         trackers.append("tensorboard")
-    kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    # Always a DDP handler: a loop that learns what trains after this (the stage trainer) sets
+    # accelerator.ddp_handler.find_unused_parameters before it prepares the model.
+    kwargs = [DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)]
     # cpu=True without a GPU: under torchrun that makes accelerate use gloo instead of asking for NCCL.
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
                               cpu=not torch.cuda.is_available(), project_config=project, log_with=trackers,
@@ -67,13 +69,14 @@ def make_optimizer(params: Any, optim: OptimSection) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimSection):
+def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimSection, num_processes: int):
     """The learning-rate schedule: ``optim.warmup_steps`` of linear warmup, then ``optim.scheduler`` to
-    ``optim.max_steps``."""
+    ``optim.max_steps``. Prepared by accelerate, the scheduler steps once per process at each optimizer step
+    (``num_processes`` times), so its schedule is counted in those steps."""
     from transformers import get_scheduler
 
-    return get_scheduler(optim.scheduler, optimizer, num_warmup_steps=optim.warmup_steps,
-                         num_training_steps=optim.max_steps)
+    return get_scheduler(optim.scheduler, optimizer, num_warmup_steps=optim.warmup_steps * num_processes,
+                         num_training_steps=optim.max_steps * num_processes)
 
 
 def epoch_batches(dataset: Any, batch_size: int, collate: Callable[[list], Any], seed: int, accelerator,

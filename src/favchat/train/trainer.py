@@ -65,8 +65,12 @@ def apply_schedule(model: torch.nn.Module, cfg: TrainConfig) -> list[str]:
     from favchat.model.lora import apply_lora
 
     if cfg.use_lora and not model.config.lora:
-        apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                   target_modules=cfg.lora.target_modules)
+        preset = model.config.lora_defaults or {}
+        chosen = {k: getattr(cfg.lora, k) for k in ("r", "alpha", "dropout", "target_modules")}
+        for key, value in chosen.items():
+            if value is not None and key in preset and value != preset[key]:
+                log.warning("lora.%s = %s overrides the %s preset's %s", key, value, model.config.preset, preset[key])
+        apply_lora(model, **chosen)
     present = model.component_parameters()
     missing = [c for c in cfg.trainable if c not in present and c not in OPTIONAL_COMPONENTS]
     if missing:
@@ -99,6 +103,7 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
     from accelerate.utils import set_seed
 
     from favchat.data.datasets import Collator, EmotionQADataset, QADataset, SummaryDataset, VideoCache
+    from favchat.model.vision import HFVisionTower
 
     out = Path(cfg.output_dir)
     accelerator = toolkit.make_accelerator(out, cfg.precision, cfg.optim.grad_accum, cfg.keep_checkpoints,
@@ -132,6 +137,11 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
         if accelerator.distributed_type == DistributedType.FSDP or (ds_plugin and ds_plugin.zero_stage == 3):
             raise SetupError("cache_frozen_towers needs unsharded tower weights: not under FSDP or ZeRO-3")
     trainable = apply_schedule(model, cfg)
+    # A trainable HF tower computes more than the levels read (Swin's final layernorm): DDP must look for
+    # parameters without a gradient, or it waits for them and fails at the next step. Read when prepared.
+    accelerator.ddp_handler.find_unused_parameters = any(
+        p.requires_grad for tower in (model.general_encoder, model.face_encoder)
+        if isinstance(tower, HFVisionTower) for p in tower.parameters())
     collate = hooks.setup(model, processor) or Collator(processor)
     extra = hooks.module  # a recipe's own trainable weights, optimised after the model's
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -143,7 +153,7 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
     if extra is not None:
         params += [p for p in extra.parameters() if p.requires_grad]
     optimizer = toolkit.make_optimizer(params, cfg.optim)
-    scheduler = toolkit.make_scheduler(optimizer, cfg.optim)
+    scheduler = toolkit.make_scheduler(optimizer, cfg.optim, accelerator.num_processes)
     if extra is not None:
         model, hooks.module, optimizer, scheduler = accelerator.prepare(model, extra, optimizer, scheduler)
     else:
