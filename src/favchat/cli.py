@@ -171,6 +171,14 @@ def _help(commands: dict[str, Any], prog: str, heading: str) -> str:
     return "\n".join(lines)
 
 
+def _expected_warnings(record: logging.LogRecord) -> bool:
+    """False for accelerate's warnings about what the trainers do on purpose, at every checkpoint: rotating them
+    (``keep_checkpoints``) and saving tied embeddings once (a resumed run trains the same weights, tested)."""
+    message = record.getMessage()
+    return not (record.name.startswith("accelerate") and ("to make room for new checkpoint" in message
+                                                          or "Removed shared tensor" in message))
+
+
 def main(argv: list[str] | None = None) -> int:
     from favchat import __version__
 
@@ -199,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if not verbose:  # libraries' per-file chatter (accelerate logs every checkpoint file it writes)
         for lib in ("accelerate", "httpx", "httpx2"):  # httpx2: the openai client's HTTP layer, a line per request
             logging.getLogger(lib).setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_expected_warnings)
     try:
         return run_command(f"{prog[len('favchat '):]} {name}".strip(), commands[name], argv)
     except KeyboardInterrupt:
