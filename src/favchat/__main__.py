@@ -2,5 +2,5 @@
 
 from favchat.cli import main
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # importing the module (as the import test does) must not run the command line
     raise SystemExit(main())

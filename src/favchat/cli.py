@@ -9,13 +9,13 @@ a field's attribute docstring (the string literal under it), a parameter's line 
 ``Args:``. The first line of the function's docstring is the command's line in ``favchat --help``, read from the
 source without importing the module, so help never imports torch.
 
-Adding a subcommand, e.g. ``favchat serve``:
+Adding a subcommand (``favchat serve`` is one: favchat/serve/cli.py):
 
 1. In a module that imports nothing heavy at import time (torch and the model are imported inside the
-   function), write ``def serve(config: ServeConfig, reload: bool = False) -> int`` with a docstring (first
+   function), write ``def serve(config: ServeConfig) -> int`` with a docstring (first
    line: what it does; ``Args:`` for the plain parameters), ``ServeConfig`` a dataclass whose fields carry
    attribute docstrings and whose ``__post_init__`` rejects bad values with a message saying how to fix them.
-2. Add ``"serve": "favchat.serve.http:serve"`` to ``COMMANDS``. A dict there is a command group: ``favchat eval
+2. Add ``"serve": "favchat.serve.cli:serve"`` to ``COMMANDS``. A dict there is a command group: ``favchat eval
    dfew`` is ``COMMANDS["eval"]["dfew"]``, ``favchat data import-celebv`` one more entry under ``"data"``.
 3. tests/test_cli.py checks every command's ``--help`` lists every field with its help.
 
@@ -43,6 +43,7 @@ COMMANDS: dict[str, Any] = {
     "pretrain-face": "favchat.train.cli:pretrain_face",
     "rl": "favchat.rl.cli:rl",
     "chat": "favchat.serve.chat:chat",
+    "serve": "favchat.serve.cli:serve",
     "synth": "favchat.data.synth_cli:synth",
     "experiment": {
         "ablations": "favchat.experiments.ablations:ablations",
@@ -67,12 +68,14 @@ COMMANDS: dict[str, Any] = {
         "merge": "favchat.data.pipeline.cli:merge",
         "train-extractor": "favchat.data.pipeline.cli:train_extractor",
         "review": "favchat.data.pipeline.cli:review",
+        "import-celebv": "favchat.data.pipeline.cli:import_celebv",
     },
 }
 GROUP_HELP = {
     "experiment": "experiments that measure the paper's claims on FaceSynth: ablations",
     "eval": "evaluate a checkpoint on the paper's benchmarks (or score predictions)",
-    "data": "the dataset pipeline: filter, trim, extract, annotate, qa, build, merge, train-extractor, review",
+    "data": "the dataset pipeline: filter, trim, extract, annotate, qa, build, merge, train-extractor, review, "
+            "import-celebv",
 }
 
 
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # libraries' per-file chatter (accelerate logs every checkpoint file it writes)
-        for lib in ("accelerate", "httpx"):
+        for lib in ("accelerate", "httpx", "httpx2"):  # httpx2: the openai client's HTTP layer, a line per request
             logging.getLogger(lib).setLevel(logging.WARNING)
     try:
         return run_command(f"{prog[len('favchat '):]} {name}".strip(), commands[name], argv)

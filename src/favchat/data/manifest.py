@@ -156,7 +156,7 @@ def _check(d: Any, check_video: bool, root: Path) -> tuple[Clip | None, list[tup
         events=[Event(e["label"], e["start"], e["end"]) for e in events], identity=d.get("identity"),
         meta=d.get("meta", {}) or {}, root=root,
     )
-    if check_video and not clip.video_path.is_file():
+    if check_video and not clip.video_path.exists():  # a file, or a frame folder
         return None, [("video", f"file not found: {clip.video_path}")]
     return clip, []
 

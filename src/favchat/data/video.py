@@ -2,11 +2,17 @@
 
 Every component that touches a video file (the processor, the datasets, the data pipeline,
 FaceSynth) goes through ``probe``, ``read_frames`` and ``write_video`` here.
+
+A video is a file, or a **frame folder**: a directory of image files, one per frame, in natural order
+(``2.jpg`` before ``10.jpg``; YouTube Faces' ``0.555.jpg`` before ``0.1000.jpg``), as YouTube Faces and
+DFEW's ``clip_224x224`` ship them. ``probe``, ``read_frames`` and ``read_all_frames`` hand a directory to
+``FrameFolder``; a folder carries no frame rate, so ``probe`` reports the caller's ``folder_fps``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +22,12 @@ import numpy as np
 
 class VideoDecodeError(ValueError):
     """A video file that cannot be used; the message names the file and the reason."""
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The frame rate reported for a frame folder when the caller's config gives none (the common rate of
+# the sets that ship frames; a folder's files say nothing about it).
+DEFAULT_FOLDER_FPS = 25.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +45,6 @@ def _open(path: str | os.PathLike):
     p = Path(path)
     if not p.exists():
         raise VideoDecodeError(f"{p}: no such file")
-    if p.is_dir():
-        raise VideoDecodeError(f"{p}: is a directory, not a video file")
     if p.stat().st_size == 0:
         raise VideoDecodeError(f"{p}: empty file (0 bytes)")
     try:
@@ -83,8 +93,64 @@ def _decode_all(path: str | os.PathLike, keep: set[int] | None,
     return frames, n
 
 
-def probe(path: str | os.PathLike, count: bool = False) -> VideoInfo:
-    """Frame count, fps and size. ``count=True`` decodes the whole file to count frames exactly."""
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that orders the digit runs of a name by value: ``2.jpg`` < ``10.jpg``, ``0.555`` < ``0.1000``."""
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", name.lower()) if t]
+
+
+class FrameFolder:
+    """A video stored as one image file per frame (``IMAGE_EXTS``), in natural name order."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise VideoDecodeError(f"{self.path}: no such frame folder")
+        entries = sorted(self.path.iterdir())
+        self.files = sorted((p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                             and not p.name.startswith(".")), key=lambda p: _natural_key(p.name))
+        if not self.files:
+            shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in entries[:5]) or "nothing"
+            raise VideoDecodeError(f"{self.path}: a folder is read as a video of image frames "
+                                   f"({', '.join(IMAGE_EXTS)}), but it holds none (found: {shown})")
+
+    def _image(self, k: int, max_side: int | None = None) -> np.ndarray:
+        import cv2
+
+        f = self.files[k]
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)  # (H, W, 3) BGR, None when unreadable
+        if img is None:
+            raise VideoDecodeError(f"{f}: frame {k} of {self.path} is not a readable image")
+        h, w = img.shape[:2]
+        scale = min(1.0, max_side / max(h, w)) if max_side else 1.0
+        if scale < 1.0:
+            img = cv2.resize(img, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def info(self, fps: float = DEFAULT_FOLDER_FPS) -> VideoInfo:
+        h, w = self._image(0).shape[:2]
+        return VideoInfo(str(self.path), len(self.files), fps, w, h)
+
+    def read(self, indices: Sequence[int], max_side: int | None = None) -> np.ndarray:
+        """Frames at ``indices`` (repeats allowed) as RGB uint8, (len(indices), H, W, 3)."""
+        bad = sorted({int(i) for i in indices if not 0 <= int(i) < len(self.files)})
+        if bad:
+            raise VideoDecodeError(f"{self.path}: frames {bad[:5]}{'...' if len(bad) > 5 else ''} requested, "
+                                   f"but the folder holds {len(self.files)} frames")
+        images = {k: self._image(k, max_side) for k in sorted({int(i) for i in indices})}
+        sizes = {im.shape for im in images.values()}
+        if len(sizes) > 1:
+            raise VideoDecodeError(f"{self.path}: its frames differ in size ({sorted(sizes)[:3]}); "
+                                   "a video's frames must all have one size")
+        return np.stack([images[int(i)] for i in indices])
+
+
+def probe(path: str | os.PathLike, count: bool = False, folder_fps: float = DEFAULT_FOLDER_FPS) -> VideoInfo:
+    """Frame count, fps and size. ``count=True`` decodes the whole file to count frames exactly.
+
+    A frame folder reports ``folder_fps`` (its images carry no frame rate).
+    """
+    if Path(path).is_dir():
+        return FrameFolder(path).info(folder_fps)
     container = _open(path)
     try:
         s = container.streams.video[0]
@@ -117,6 +183,8 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], max_side: int |
     """
     if len(indices) == 0:
         raise ValueError("no frame indices given")
+    if Path(path).is_dir():
+        return FrameFolder(path).read(indices, max_side)
     wanted = set(int(i) for i in indices)
     frames, n = _decode_all(path, keep=wanted, max_side=max_side)
     missing = sorted(wanted - frames.keys())
@@ -129,6 +197,9 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], max_side: int |
 
 
 def read_all_frames(path: str | os.PathLike) -> np.ndarray:
+    if Path(path).is_dir():
+        folder = FrameFolder(path)
+        return folder.read(range(len(folder.files)))
     frames, n = _decode_all(path, keep=None)
     if n == 0:
         raise VideoDecodeError(f"{path}: the video has no decodable frames")

@@ -1,7 +1,8 @@
 """Loaders for the evaluation benchmarks, each from a documented local layout (docs/evaluation.md).
 
-- DFEW (7 classes, 5 folds) and MAFW (11 classes): class folders ``root/[fold_k/]<class>/*.mp4``, or a
-  label CSV (``video,label``; label as a class name or the data set's 1-based class index).
+- DFEW (7 classes, 5 folds) and MAFW (11 classes): class folders ``root/[fold_k/]<class>/*.mp4`` (or frame
+  folders), or a label CSV (``video,label``; label as a class name or the data set's 1-based class index).
+  The sets as distributed have their own readers (``favchat.eval.sets``, docs/datasets.md).
 - DFEC and any caption set: ``annotations.jsonl`` with ``{"id", "video", "caption" | "captions", "question"?}``.
 - YouTube Faces pairs: ``splits.txt``/``pairs.csv`` rows ``fold, pair, first, second, ..., same``;
   names resolve to video files under the root.
@@ -23,13 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from favchat.data.layout import VIDEO_EXTS, find_clip
 from favchat.data.manifest import Clip, iter_lines, read_manifest
 from favchat.data.taxonomy import find_mentions
 from favchat.eval.predict import VideoRef
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 
 # Class lists in each data set's official order (their label files use these 1-based indices).
 DFEW_CLASSES: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
@@ -51,6 +51,18 @@ _NEGATION = re.compile(r"\b(no|not|never|without|n't|nor|neither)\b(\W+\w+){0,3}
 
 class BenchmarkError(ValueError):
     """A benchmark folder or file that does not follow its documented layout."""
+
+
+def checked(path: str | os.PathLike, items: list[Any], problems: list[str], released: int | None = None) -> list[Any]:
+    """``items`` read from ``path``, after raising one error that lists ``problems`` (or says the file lists
+    nothing); warns when the file's count differs from the ``released`` one (a partial copy?)."""
+    if problems:
+        raise BenchmarkError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:30]))
+    if not items:
+        raise BenchmarkError(f"{path}: no clips listed")
+    if released is not None and len(items) != released:
+        log.warning("%s lists %d clips; the released file lists %d (a partial copy?)", path, len(items), released)
+    return items
 
 
 @dataclass
@@ -92,7 +104,7 @@ def answer_to_class(text: str, classes: tuple[str, ...] | list[str]) -> str | No
     return min(hits)[1] if hits else None
 
 
-def _class_of(name: str, classes: tuple[str, ...]) -> str | None:
+def class_of(name: str, classes: tuple[str, ...]) -> str | None:
     """A folder name or label-file entry as a class: the class name (any case), its 1-based index, or another
     data set's name for the same emotion ("angry" is MAFW's "anger", "happiness" is DFEW's "happy")."""
     n = name.strip().lower()
@@ -105,7 +117,8 @@ def _class_of(name: str, classes: tuple[str, ...]) -> str | None:
 
 
 def _videos_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    """The video files and frame folders (sub-folders) of a class folder."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() or p.is_file() and p.suffix.lower() in VIDEO_EXTS)
 
 
 def load_emotion_folder(root: str | os.PathLike, classes: tuple[str, ...], fold: int | None = None,
@@ -121,10 +134,10 @@ def load_emotion_folder(root: str | os.PathLike, classes: tuple[str, ...], fold:
         folds = sorted(p.name for p in root.glob("fold_*") if p.is_dir())
         raise BenchmarkError(f"fold folder not found: {base} (present: {folds or 'none'})")
     subdirs = sorted(p for p in base.iterdir() if p.is_dir())
-    unknown = [p.name for p in subdirs if _class_of(p.name, classes) is None]
+    unknown = [p.name for p in subdirs if class_of(p.name, classes) is None]
     if unknown:
         raise BenchmarkError(f"{base}: folders that are not classes: {unknown} (classes: {list(classes)})")
-    found = {_class_of(p.name, classes): p for p in subdirs}
+    found = {class_of(p.name, classes): p for p in subdirs}
     missing = [c for c in classes if c not in found]
     if missing:
         raise BenchmarkError(f"{base}: missing class folders {missing} (expected one folder per class: {list(classes)})")
@@ -136,15 +149,6 @@ def load_emotion_folder(root: str | os.PathLike, classes: tuple[str, ...], fold:
         log.warning("%s: no videos for classes %s; UAR averages over the classes present", base, empty)
     return samples
 
-
-def _resolve_video(root: Path, name: str) -> Path | None:
-    p = root / name
-    if p.is_file():
-        return p
-    for ext in VIDEO_EXTS:
-        if (q := root / f"{name}{ext}").is_file():
-            return q
-    return None
 
 
 def _emotion_from_csv(root: Path, path: Path, classes: tuple[str, ...]) -> list[Sample]:
@@ -159,11 +163,11 @@ def _emotion_from_csv(root: Path, path: Path, classes: tuple[str, ...]) -> list[
         if len(row) < 2:
             problems.append(f"line {ln}: expected 'video,label', got {row}")
             continue
-        name, lab = row[0].strip(), _class_of(row[-1], classes)
+        name, lab = row[0].strip(), class_of(row[-1], classes)
         if lab is None:
             problems.append(f"line {ln}: unknown label {row[-1]!r} (classes: {list(classes)} or 1..{len(classes)})")
             continue
-        video = _resolve_video(root, name)
+        video = find_clip(root, name)
         if video is None:
             problems.append(f"line {ln}: no video {name!r} under {root}")
             continue
@@ -203,7 +207,7 @@ def _read_jsonl(path: Path, text_fields: tuple[str, ...]) -> list[tuple[int, dic
             continue
         seen.add(d["id"])
         video = Path(d["video"]) if Path(d["video"]).is_absolute() else path.parent / d["video"]
-        if not video.is_file():
+        if not video.exists():
             problems.append(f"line {ln}: video not found: {video}")
             continue
         out.append((ln, d, texts, video))
@@ -265,7 +269,7 @@ def load_pairs(root: str | os.PathLike, pairs_file: str | os.PathLike | None = N
             if len(row) < 5 or not row[0].isdigit() or row[-1] not in ("0", "1"):
                 problems.append(f"line {ln}: expected 'fold, pair, first, second, ..., same(0/1)', got {row}")
                 continue
-            a, b = _resolve_video(root, row[2]), _resolve_video(root, row[3])
+            a, b = find_clip(root, row[2]), find_clip(root, row[3])
             if a is None or b is None:
                 problems.append(f"line {ln}: no video {row[2] if a is None else row[3]!r} under {root}")
                 continue

@@ -3,13 +3,15 @@ predictions JSONL, ``metrics.json``, ``report.md`` and plots into ``--out``.
 
     favchat eval facesynth --manifest data/facesynth/manifest.jsonl --checkpoint ckpt/ --out runs/eval
     favchat eval dfew --root /data/DFEW --fold 1 --checkpoint ckpt/ --out runs/dfew1
+    favchat eval mafw --root /data/MAFW --fold all --checkpoint ckpt/ --out runs/mafw
     favchat eval manifest --manifest m.jsonl --predictions preds.jsonl --out runs/x --judge.base_url http://localhost:8000/v1
 
 Each benchmark is a function here, listed under ``eval`` in favchat/cli.py's ``COMMANDS``. The judge is any
 OpenAI-compatible endpoint: ``--judge.base_url``/``--judge.model`` (or the environment variables
 ``FAVCHAT_JUDGE_BASE_URL``/``FAVCHAT_JUDGE_MODEL``, or ``--judge.config_file`` YAML with ``ChatAPIConfig``
 fields); the key is read from the variable named by ``--judge.key_env``. Without any of
-these, judge metrics are skipped. Layouts and protocols: docs/evaluation.md.
+these, judge metrics are skipped. The sets as distributed: docs/datasets.md; protocols and generic layouts:
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -106,85 +108,101 @@ def manifest(config: EvalRun, judge: JudgeOptions, manifest: str, predictions: s
 
 
 Protocol = Literal["describe-then-classify", "direct"]
+Fold = int | Literal["all"] | None
 
 
-def dfew(config: EvalRun, root: str, fold: int | None = None, labels: str | None = None,
-         protocol: Protocol = "describe-then-classify") -> int:
+def dfew(config: EvalRun, root: str, fold: Fold = None, labels: str | None = None,
+         protocol: Protocol = "describe-then-classify",
+         clips: Literal["auto", "original", "clip_224x224", "clip_224x224_16f"] = "auto") -> int:
     """DFEW zero-shot emotion recognition (7 classes), UAR/WAR.
 
     Args:
-        root: Data set folder (class folders or videos).
-        fold: Evaluate <root>/fold_<k>/ (DFEW has 5 folds).
-        labels: Label CSV (video,label) instead of class folders.
+        root: The DFEW folder as distributed (docs/datasets.md), or class folders (docs/evaluation.md).
+        fold: 1..5, or 'all': the mean over the five folds' test sets (the paper's protocol); with class
+            folders, <root>/fold_<k>/.
+        labels: A label CSV (video,label) instead of the set's own files.
         protocol: How the answer becomes a class.
+        clips: Which of DFEW's Clip/ folders to read (auto: original videos, else the frame folders).
     """
-    return _run("dfew", config, None, root=root, fold=fold, labels=labels, protocol=protocol)
+    return _run("dfew", config, None, root=root, fold=fold, labels=labels, protocol=protocol, clips=clips)
 
 
-def mafw(config: EvalRun, root: str, fold: int | None = None, labels: str | None = None,
+def mafw(config: EvalRun, root: str, fold: Fold = None, labels: str | None = None,
          protocol: Protocol = "describe-then-classify") -> int:
     """MAFW zero-shot emotion recognition (11 classes), UAR/WAR.
 
     Args:
-        root: Data set folder (class folders or videos).
-        fold: Evaluate <root>/fold_<k>/.
-        labels: Label CSV (video,label) instead of class folders.
+        root: The MAFW folder as distributed (docs/datasets.md), or class folders (docs/evaluation.md).
+        fold: 1..5, or 'all': the mean over the five folds' test sets (the paper's protocol); with class
+            folders, <root>/fold_<k>/.
+        labels: A label CSV (video,label) instead of the set's own files.
         protocol: How the answer becomes a class.
     """
     return _run("mafw", config, None, root=root, fold=fold, labels=labels, protocol=protocol)
 
 
-def captions(config: EvalRun, judge: JudgeOptions, annotations: str, tokenizer: Tokenizer = "auto") -> int:
-    """A DFEC-style caption set (annotations.jsonl): CIDEr, ROUGE-L, judge scores, AutoDQ.
+def captions(config: EvalRun, judge: JudgeOptions, annotations: str, videos_root: str | None = None,
+             tokenizer: Tokenizer = "auto") -> int:
+    """DFEC (test.json) or any caption set (annotations.jsonl): CIDEr, ROUGE-L, judge scores, AutoDQ.
 
     Args:
-        annotations: annotations.jsonl.
+        annotations: DFEC's test.json, or an annotations.jsonl.
+        videos_root: DFEC: the folder holding the source sets that test.json's video paths point into (None:
+            test.json's folder).
         tokenizer: Caption tokenizer: ptb needs Java; simple is Java-free.
     """
-    return _run("captions", config, judge, annotations=annotations, tokenizer=tokenizer)
+    return _run("captions", config, judge, annotations=annotations, videos_root=videos_root, tokenizer=tokenizer)
 
 
 def ytf(config: EvalRun, root: str, pairs: str | None = None,
+        images: Literal["auto", "frame", "aligned"] = "auto",
         scorer: Literal["labels", "embedding"] = "labels") -> int:
     """YouTube Faces verification pairs: accuracy under the 10-fold threshold protocol.
 
     Args:
-        root: Folder of the pair videos.
-        pairs: Pairs file (None: <root>/splits.txt or pairs.csv).
+        root: The YouTube Faces folder (frame_images_DB/, meta_data/ or splits.txt), or a folder of pair videos
+            with splits.txt/pairs.csv.
+        pairs: Pairs file: splits.txt, splits_corrected.txt, meta_and_splits.mat or pairs.csv (None: found under
+            root).
+        images: YouTube Faces: frame_images_DB or aligned_images_DB (auto: the first present).
         scorer: Pair score from the two descriptions.
     """
-    return _run("ytf", config, None, root=root, pairs=pairs, scorer=scorer)
+    return _run("ytf", config, None, root=root, pairs=pairs, images=images, scorer=scorer)
 
 
-def emer(config: EvalRun, judge: JudgeOptions, annotations: str) -> int:
+def emer(config: EvalRun, judge: JudgeOptions, annotations: str, videos: str | None = None) -> int:
     """EMER explainable emotion reasoning: clue and label overlap (judge required).
 
     Args:
-        annotations: annotations.jsonl.
+        annotations: EMER's gt-eng.csv (v1) or final-EMER-reason.csv (v2), or an annotations.jsonl.
+        videos: The folder of MER2023's clips (None: the CSV's folder, or video/ or videos/ beside it or beside
+            its folder).
     """
-    return _run("emer", config, judge, annotations=annotations)
+    return _run("emer", config, judge, annotations=annotations, videos=videos)
 
 
 def frames(config: EvalRun, judge: JudgeOptions, frames: list[int], annotations: str | None = None,
-           manifest: str | None = None, tokenizer: Tokenizer = "auto") -> int:
+           manifest: str | None = None, videos_root: str | None = None, tokenizer: Tokenizer = "auto") -> int:
     """The inference frame-count sweep (Fig. 8) on a caption set or manifest.
 
     Args:
         frames: Frame counts, e.g. [8, 16, 32, 64].
-        annotations: Caption annotations.jsonl (or --manifest).
+        annotations: A caption set: DFEC's test.json or annotations.jsonl (or --manifest).
         manifest: FaVChat manifest (its test split's summaries), instead of --annotations.
+        videos_root: DFEC: the folder holding the source sets that test.json's video paths point into (None:
+            test.json's folder).
         tokenizer: Caption tokenizer: ptb needs Java; simple is Java-free.
     """
     if (annotations is None) == (manifest is None):
         raise CommandError("give one of --annotations and --manifest")
     return _run("frames", config, judge, frames=frames, annotations=annotations, manifest=manifest,
-                tokenizer=tokenizer)
+                videos_root=videos_root, tokenizer=tokenizer)
 
 
 def _run(benchmark: str, run: EvalRun, judge: JudgeOptions | None, **options: Any) -> int:
     """The old flat argument namespace, so the benchmarks below read as one list."""
     paths = {k: Path(v) if isinstance(v, str) and k in ("manifest", "predictions", "root", "labels", "annotations",
-                                                        "pairs") else v for k, v in options.items()}
+                                                        "pairs", "videos", "videos_root") else v for k, v in options.items()}
     judge = judge or JudgeOptions(enabled=False)
     args = SimpleNamespace(benchmark=benchmark, out=Path(run.out), checkpoint=run.checkpoint and Path(run.checkpoint),
                            max_new_tokens=run.max_new_tokens, num_frames=run.num_frames, device=run.device,
@@ -196,11 +214,18 @@ def _run(benchmark: str, run: EvalRun, judge: JudgeOptions | None, **options: An
     return main(args)
 
 
+def _judge_configured(args: SimpleNamespace) -> bool:
+    return not args.no_judge and bool(args.judge_config or args.judge_base_url or args.judge_model or any(
+        k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL")))
+
+
 def _judge(args: SimpleNamespace) -> Any:
     from favchat.chat_api import ChatAPIConfig
     from favchat.eval.judge import Judge
 
-    if args.no_judge:
+    if not _judge_configured(args):
+        if not args.no_judge:
+            log.info("no judge configured (--judge.base_url / --judge.model): judge metrics skipped")
         return None
     if args.judge_config:
         from favchat.config import load_config
@@ -208,11 +233,6 @@ def _judge(args: SimpleNamespace) -> Any:
         base = load_config(ChatAPIConfig, args.judge_config)
     else:
         base = ChatAPIConfig.from_env(prefix="FAVCHAT_JUDGE_")
-    configured = args.judge_config or args.judge_base_url or args.judge_model or any(
-        k in os.environ for k in ("FAVCHAT_JUDGE_BASE_URL", "FAVCHAT_JUDGE_MODEL"))
-    if not configured:
-        log.info("no judge configured (--judge.base_url / --judge.model): judge metrics skipped")
-        return None
     for field, value in (("base_url", args.judge_base_url), ("model", args.judge_model),
                          ("api_key_env", args.judge_key_env), ("concurrency", args.judge_concurrency)):
         if value is not None:
@@ -231,76 +251,96 @@ def _predictor(args: SimpleNamespace, num_frames: int | None = None) -> Any:
                           max_new_tokens=args.max_new_tokens, device=args.device)
 
 
-def main(args: SimpleNamespace) -> int:
+def _load(args: SimpleNamespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read the benchmark's items (before anything is written): the items by kind, and the report's input lines."""
     from favchat import prompts
+    from favchat.eval import benchmarks
+    from favchat.eval.sets import resolve
+
+    b, lim = args.benchmark, (lambda xs: xs[: args.limit]) if args.limit else (lambda xs: xs)
+    describe = prompts.load("describe")
+    if b in ("facesynth", "manifest"):
+        split = None if args.split == "all" else args.split
+        caps, qa = benchmarks.load_manifest_split(args.manifest, split, check_videos=b == "facesynth", default_question=describe)
+        return {"caps": lim(caps), "qa": lim(qa)}, {"manifest": f"{args.manifest} (split {args.split})"}
+    if b in ("dfew", "mafw"):
+        folds, what = resolve.emotion_folds(b, args.root, resolve.parse_fold(args.fold), args.labels,
+                                            getattr(args, "clips", "auto"))
+        fold_line = {"folds": ", ".join(map(str, folds))} if args.fold else {}
+        return {"folds": {k: lim(v) for k, v in folds.items()}}, {"data": what, **fold_line}
+    if b == "captions" or (b == "frames" and args.annotations):
+        samples, what = resolve.caption_samples(args.annotations, describe, args.videos_root)
+        return {"samples": lim(samples)}, {"data": what}
+    if b == "frames":
+        return {"samples": lim(benchmarks.load_manifest_split(args.manifest, "test", default_question=describe)[0])}, \
+            {"manifest": f"{args.manifest} (split test)"}
+    if b == "emer":
+        samples, what = resolve.emer_samples(args.annotations, prompts.load("emer_question"), args.videos)
+        return {"samples": lim(samples)}, {"data": what}
+    pairs, what = resolve.ytf_pairs(args.root, args.pairs, args.images)
+    return {"pairs": lim(pairs)}, {"data": what}
+
+
+def main(args: SimpleNamespace) -> int:
     from favchat.eval import benchmarks, protocols
     from favchat.eval.benchmarks import BenchmarkError
     from favchat.eval.judge import JudgeError
     from favchat.eval.report import write_report
 
-    args.out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
-    lim = (lambda xs: xs[: args.limit]) if args.limit else (lambda xs: xs)
     results: dict[str, Any] = {"benchmark": args.benchmark, "inputs": {}}
+    b = args.benchmark
     try:
+        if b == "emer" and not _judge_configured(args):
+            raise CommandError("EMER is scored by a judge; set --judge.base_url/--judge.model")
+        data, inputs = _load(args)  # a wrong root or file stops here, before anything is written
+        results["inputs"].update(inputs)
+        args.out.mkdir(parents=True, exist_ok=True)
         judge = _judge(args)
         if judge is not None:
             results["inputs"]["judge"] = f"{judge.client.config.model} @ {judge.client.config.base_url or 'default'}"
         if getattr(args, "checkpoint", None):
             results["inputs"]["checkpoint"] = str(args.checkpoint)
-        b = args.benchmark
-        if b in ("facesynth", "manifest"):
-            split = None if args.split == "all" else args.split
-            caps, qa = benchmarks.load_manifest_split(args.manifest, split, check_videos=b == "facesynth",
-                                              default_question=prompts.load("describe"))
-            caps, qa = lim(caps), lim(qa)
-            results["inputs"]["manifest"] = f"{args.manifest} (split {args.split})"
-            if b == "facesynth":
-                predictor = _predictor(args)
-                if caps:
-                    results["captions"] = protocols.run_captions(predictor, caps, args.out, judge, args.tokenizer, progress)
-                if qa:
-                    results["qa"] = protocols.run_qa(predictor, qa, args.out, judge, not args.no_consistency, progress)
-            else:
-                from favchat.eval.predict import read_predictions
+        if b == "facesynth":
+            predictor = _predictor(args)
+            if data["caps"]:
+                results["captions"] = protocols.run_captions(predictor, data["caps"], args.out, judge, args.tokenizer, progress)
+            if data["qa"]:
+                results["qa"] = protocols.run_qa(predictor, data["qa"], args.out, judge, not args.no_consistency, progress)
+        elif b == "manifest":
+            from favchat.eval.predict import read_predictions
 
-                preds = {k: v["answer"] for k, v in read_predictions(args.predictions).items()}
-                known = caps + qa + [benchmarks.Sample(f"{s.id}~rephrased", s.video) for s in qa]
-                benchmarks.check_prediction_ids(preds, known, str(args.predictions))
-                results["inputs"]["predictions"] = str(args.predictions)
-                cap_done = [s for s in caps if s.id in preds]
-                qa_done = [s for s in qa if s.id in preds]
-                if not cap_done and not qa_done:
-                    raise BenchmarkError(f"{args.predictions}: no prediction matches a clip or QA id of the manifest")
-                if cap_done:
-                    results["captions"] = protocols.score_captions(cap_done, preds, judge, args.tokenizer)
-                if qa_done:
-                    results["qa"] = protocols.score_qa(qa_done, preds, judge)
+            caps, qa = data["caps"], data["qa"]
+            preds = {k: v["answer"] for k, v in read_predictions(args.predictions).items()}
+            known = caps + qa + [benchmarks.Sample(f"{s.id}~rephrased", s.video) for s in qa]
+            benchmarks.check_prediction_ids(preds, known, str(args.predictions))
+            results["inputs"]["predictions"] = str(args.predictions)
+            cap_done = [s for s in caps if s.id in preds]
+            qa_done = [s for s in qa if s.id in preds]
+            if not cap_done and not qa_done:
+                raise BenchmarkError(f"{args.predictions}: no prediction matches a clip or QA id of the manifest")
+            if cap_done:
+                results["captions"] = protocols.score_captions(cap_done, preds, judge, args.tokenizer)
+            if qa_done:
+                results["qa"] = protocols.score_qa(qa_done, preds, judge)
         elif b in ("dfew", "mafw"):
-            classes = benchmarks.DATASET_CLASSES[b]
-            samples = lim(benchmarks.load_emotion_folder(args.root, classes, args.fold, args.labels))
-            results["inputs"]["data"] = str(args.root) + (f" fold {args.fold}" if args.fold else "")
-            results["classification"] = protocols.run_classification(_predictor(args), samples, classes, args.out,
-                                                              args.protocol, progress)
+            classes, folds = benchmarks.DATASET_CLASSES[b], data["folds"]
+            results["classification"] = (
+                protocols.run_classification_folds(_predictor(args), folds, classes, args.out, args.protocol, progress)
+                if len(folds) > 1 else
+                protocols.run_classification(_predictor(args), next(iter(folds.values())), classes, args.out, args.protocol,
+                                      progress))
         elif b == "captions":
-            samples = lim(benchmarks.load_caption_set(args.annotations, prompts.load("describe")))
-            results["captions"] = protocols.run_captions(_predictor(args), samples, args.out, judge, args.tokenizer, progress)
+            results["captions"] = protocols.run_captions(_predictor(args), data["samples"], args.out, judge, args.tokenizer,
+                                                  progress)
         elif b == "ytf":
-            pairs = lim(benchmarks.load_pairs(args.root, args.pairs))
-            results["verification"] = protocols.run_verification(_predictor(args), pairs, args.out, args.scorer,
+            results["verification"] = protocols.run_verification(_predictor(args), data["pairs"], args.out, args.scorer,
                                                           progress=progress)
         elif b == "emer":
-            if judge is None:
-                raise CommandError("EMER is scored by a judge; set --judge.base_url/--judge.model")
-            samples = lim(benchmarks.load_emer(args.annotations, prompts.load("emer_question")))
-            results["emer"] = protocols.run_emer(_predictor(args), samples, args.out, judge, progress)
+            results["emer"] = protocols.run_emer(_predictor(args), data["samples"], args.out, judge, progress)
         elif b == "frames":
-            if args.annotations:
-                samples = lim(benchmarks.load_caption_set(args.annotations, prompts.load("describe")))
-            else:
-                samples = lim(benchmarks.load_manifest_split(args.manifest, "test", default_question=prompts.load("describe"))[0])
-            results["frame_sweep"] = protocols.run_frame_sweep(lambda k: _predictor(args, k), args.frames, samples, args.out,
-                                                        judge, args.tokenizer, progress)
+            results["frame_sweep"] = protocols.run_frame_sweep(lambda k: _predictor(args, k), args.frames, data["samples"],
+                                                        args.out, judge, args.tokenizer, progress)
     except (BenchmarkError, JudgeError, FileNotFoundError, ValueError) as e:
         print(f"favchat eval {args.benchmark}: error: {e}", file=sys.stderr)
         return 2

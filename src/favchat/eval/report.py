@@ -56,8 +56,15 @@ def render_markdown(results: dict[str, Any], method: str = "FaVChat") -> str:
         c = results["classification"]
         lines += ["", f"## Emotion recognition ({bench.upper()}, zero-shot, {c.get('protocol', '')})", ""]
         lines += _table(["Method", "Modality", "UAR", "WAR"], [[method, "V", _f(100 * c["uar"]), _f(100 * c["war"])]])
+        if "folds" in c:
+            lines += ["", f"UAR and WAR: the mean over the {len(c['folds'])} folds' test sets (the paper's protocol); "
+                          f"std {_f(100 * c['uar_std'])} / {_f(100 * c['war_std'])}. Over all clips pooled: UAR "
+                          f"{_f(100 * c['pooled_uar'])}, WAR {_f(100 * c['pooled_war'])}.", ""]
+            lines += _table(["Fold", "Clips", "UAR", "WAR", "Unmatched"],
+                            [[str(f["fold"]), str(f["n"]), _f(100 * f["uar"]), _f(100 * f["war"]), str(f["unmatched"])]
+                             for f in c["folds"]])
         lines += ["", f"{c['n']} clips; {c['unmatched']} answers named no class (counted as wrong).", "",
-                  "### Per class", ""]
+                  "### Per class" + (" (all folds' clips pooled)" if "folds" in c else ""), ""]
         lines += _table(["Class", "Support", "Predicted", "Recall", "Precision", "F1"],
                         [[r["class"], str(r["support"]), str(r["predicted"]), _f(100 * r["recall"]),
                           _f(100 * r["precision"]), _f(100 * r["f1"])] for r in c["per_class"]])

@@ -64,6 +64,7 @@ class ClipJob:
     frame_range: tuple[int, int]
     fps: float
     features: dict[str, list[str]]  # the feature dictionary (group -> labels)
+    events: list[dict[str, Any]] = field(default_factory=list)  # timed labels {label, start, end} (imported sets)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +84,9 @@ def parse_summary(text: str, features: dict[str, list[str]], cfg: AnnotateConfig
     if cfg.check_contradictions:
         asserted, _ = mentioned_labels(s)
         have = [n for g in features.values() for n in g]
-        clash = sorted((a, b) for a in asserted for b in have if contradicts(a, b))
+        # Two exclusive labels that are both features are shown at different times (a clip that turns from
+        # neutral to happy): naming either is no contradiction.
+        clash = sorted((a, b) for a in asserted for b in have if contradicts(a, b) and a not in have)
         if clash:
             raise ValueError(f"summary contradicts the features: {', '.join(f'{a} vs {b}' for a, b in clash)}")
     return s
@@ -136,6 +139,31 @@ def _appearance(features: dict[str, list[str]]) -> tuple[str, list[str]]:
     return subject, rest
 
 
+def _emotion_order(job: ClipJob) -> list[str]:
+    """The clip's emotions in the order their events start (label order for emotions without an event)."""
+    start: dict[str, int] = {}
+    for e in job.events:
+        start.setdefault(e["label"], e["start"])
+    return sorted(job.features.get("emotion", []), key=lambda n: start.get(n, float("inf")))
+
+
+def _emotion_text(job: ClipJob) -> str:
+    """"happy" for one emotion; "neutral at first, then happy" for a clip whose emotion changes."""
+    emo = [BY_NAME[n].phrase for n in _emotion_order(job)]
+    return emo[0] if len(emo) == 1 else f"{emo[0]} at first, then {', then '.join(emo[1:])}"
+
+
+def _features_text(job: ClipJob) -> str:
+    """The feature dictionary as text for a prompt, with the emotions' timing when the labels have it."""
+    text = features_to_text(job.features)
+    timed = [e for e in sorted(job.events, key=lambda e: e["start"]) if e["label"] in BY_NAME]
+    if timed:
+        fps = job.fps or 25.0
+        text += "\nOver time: " + ", then ".join(
+            f"{BY_NAME[e['label']].phrase} ({e['start'] / fps:.1f}–{e['end'] / fps:.1f} s)" for e in timed)
+    return text
+
+
 def template_summary(job: ClipJob) -> str:
     f = job.features
     subject, looks = _appearance(f)
@@ -146,8 +174,9 @@ def template_summary(job: ClipJob) -> str:
     acts = [BY_NAME[n].phrase for n in f.get("action", [])]
     parts.append(f"Over about {seconds:.1f} seconds the person {_join(acts)}." if acts
                  else f"Over about {seconds:.1f} seconds the person shows no distinct facial action.")
-    emo = [BY_NAME[n].phrase for n in f.get("emotion", [])]
-    parts.append(f"The face looks {_join(emo)} throughout." if emo else "No clear emotion shows on the face.")
+    emo = f.get("emotion", [])
+    parts.append(f"The face looks {_emotion_text(job)}{' throughout' if len(emo) == 1 else ''}." if emo
+                 else "No clear emotion shows on the face.")
     return " ".join(parts)
 
 
@@ -155,13 +184,12 @@ def template_qa(job: ClipJob, summary: str, num_qa: int) -> list[QA]:
     f = job.features
     subject, looks = _appearance(f)
     acts = [BY_NAME[n].phrase for n in f.get("action", [])]
-    emo = [BY_NAME[n].phrase for n in f.get("emotion", [])]
     qa = [
         QA("What does the person look like?",
            f"It is {subject}" + (f" with {_join(looks)}." if looks else "."), "attribute"),
         QA("What does the person do during the clip?",
            f"The person {_join(acts)}." if acts else "The person shows no distinct facial action.", "action"),
-        QA("What emotion does the face show?", f"The face looks {_join(emo)}." if emo else
+        QA("What emotion does the face show?", f"The face looks {_emotion_text(job)}." if f.get("emotion") else
            "No clear emotion shows on the face.", "emotion"),
     ]
     # A yes/no question, a true negative for about half the clips (chosen by the clip id, so reruns agree).
@@ -194,14 +222,14 @@ def summary_messages(job: ClipJob, cfg: AnnotateConfig) -> Messages:
     idx = clip_frame_indices(start, end, ExtractorConfig(frame_stride=16, max_frames=cfg.max_frames))
     frames = read_frames(job.video, idx, max_side=cfg.frame_side)  # (K, h, w, 3)
     text = prompts.render("pipeline_summary", num_frames=end - start, seconds=f"{(end - start) / (job.fps or 25.0):.1f}",
-                          features=features_to_text(job.features), min_words=cfg.min_summary_words)
+                          features=_features_text(job), min_words=cfg.min_summary_words)
     content: list[dict[str, Any]] = [{"type": "text", "text": text}]
     content += [{"type": "image_url", "image_url": {"url": image_data_url(fr)}} for fr in frames]
     return [{"role": "system", "content": prompts.load("pipeline_system")}, {"role": "user", "content": content}]
 
 
 def qa_messages(job: ClipJob, summary: str, cfg: AnnotateConfig) -> Messages:
-    text = prompts.render("pipeline_qa", summary=summary, features=features_to_text(job.features), num_qa=cfg.num_qa)
+    text = prompts.render("pipeline_qa", summary=summary, features=_features_text(job), num_qa=cfg.num_qa)
     return [{"role": "system", "content": prompts.load("pipeline_system")}, {"role": "user", "content": text}]
 
 

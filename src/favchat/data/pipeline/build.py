@@ -12,7 +12,7 @@ Sharding: a video belongs to shard ``sha1(path relative to its input folder) % n
 works in ``<out>/shards/<i>-of-<N>/`` and ``favchat data merge`` joins the shards' manifests and tables.
 With one shard the work folder is ``<out>`` itself.
 
-    favchat data build --input videos/ --out data/ --extractor extractor/extractor.pt
+    favchat data build --input videos/ --out data/ --extract.extractor extractor/extractor.pt
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from favchat.data.manifest import QA, Clip, ManifestWriter, iter_lines, read_manifest
+from favchat.data.layout import VIDEO_EXTS
+from favchat.data.manifest import QA, Clip, Event, ManifestWriter, iter_lines, read_manifest
 from favchat.data.pipeline.annotate import AnnotateConfig, Annotator, ClipJob
 from favchat.data.pipeline.filter import REJECT_REASONS, FilterConfig, FilterResult, filter_video
 from favchat.data.pipeline.trim import TrimConfig, trim_video, write_clip_file
@@ -36,7 +37,6 @@ from favchat.data.taxonomy import GROUPS, scores_to_features
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 STAGES = ("filter", "trim", "extract", "summary", "qa")
 
 
@@ -48,19 +48,26 @@ class VideoItem:
 
 
 def discover(inputs: Iterable[str | os.PathLike]) -> list[VideoItem]:
-    """Video files given directly or found (recursively, by extension) under folders; sorted by id."""
+    """Video files given directly or found (recursively, by extension) under folders, and frame folders
+    (a folder holding image files is one video, as in YouTube Faces' ``<person>/<n>/``); sorted by id."""
+    from favchat.data.video import IMAGE_EXTS
+
     items: dict[str, VideoItem] = {}
     for inp in inputs:
         p = Path(inp)
         if p.is_dir():
-            files = [(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*"))
-                     if f.is_file() and f.suffix.lower() in VIDEO_EXTS]
+            found = sorted(p.rglob("*"))
+            frame_dirs = sorted({f.parent for f in found if f.is_file() and f.suffix.lower() in IMAGE_EXTS})
+            files = [(f, f.name if f == p else f.relative_to(p).as_posix()) for f in frame_dirs]
+            files += [(f, f.relative_to(p).as_posix()) for f in found if f.is_file() and f.suffix.lower() in VIDEO_EXTS]
         elif p.exists():
             files = [(p, p.name)]
         else:
             raise FileNotFoundError(f"input not found: {p}")
         for f, key in files:
-            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f.stem)[:48] or "video"
+            # A frame folder's name is often just a number: its id keeps the parent's name too.
+            name = key.replace("/", "_") if f.is_dir() else f.stem
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:48] or "video"
             vid = f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
             items.setdefault(vid, VideoItem(vid, str(f.resolve()), key))
     return sorted(items.values(), key=lambda v: v.id)
@@ -124,6 +131,7 @@ class State:
     def check_config(self, stage: str, cfg: dict[str, Any]) -> None:
         """A rerun must use the settings the stage's finished records were made with."""
         p = self.dir / f"{stage}.config.json"
+        cfg = json.loads(json.dumps(cfg))  # as saved: tuples become lists
         if p.exists() and self.records[stage]:
             old = json.loads(p.read_text())
             diff = sorted(k for k in old.keys() | cfg.keys() if old.get(k) != cfg.get(k))
@@ -190,8 +198,7 @@ def run_video_stages(cfg: PipelineConfig, items: list[VideoItem] | None, state: 
     if "extract" in stages:
         todo = [c for c in state.clips() if c["id"] not in state.records["extract"]]
         if todo or any(it.id not in state.records["trim"] for it in items):
-            if not cfg.extractor:
-                raise ValueError("the extract stage needs --extractor PATH (train one: favchat data train-extractor)")
+            check_extractor(cfg.extractor)
             model = load_extractor(cfg.extractor, _device(cfg.device))
             digest = hashlib.sha256(Path(cfg.extractor).read_bytes()).hexdigest()[:16]
             state.check_config("extract", {"extractor_sha256": digest, **asdict(model.cfg)})
@@ -238,8 +245,9 @@ def run_video_stages(cfg: PipelineConfig, items: list[VideoItem] | None, state: 
                                   "features": scores_to_features(scores, model.cfg.threshold)})
 
 
-def _job(c: dict[str, Any], features: dict[str, list[str]]) -> ClipJob:
-    return ClipJob(c["id"], c["source_video"], tuple(c["frame_range"]), c["fps"], features)
+def _job(c: dict[str, Any], extracted: dict[str, Any]) -> ClipJob:
+    return ClipJob(c["id"], c["source_video"], tuple(c["frame_range"]), c["fps"], extracted["features"],
+                   extracted.get("events", []))
 
 
 def run_text_stages(cfg: PipelineConfig, state: State, stages: tuple[str, ...] = ("summary", "qa")) -> Annotator:
@@ -259,7 +267,7 @@ def run_text_stages(cfg: PipelineConfig, state: State, stages: tuple[str, ...] =
     ann = Annotator(acfg)
     clips = {c["id"]: c for c in state.clips()}
     if "summary" in stages:
-        jobs = [_job(clips[i], r["features"]) for i, r in sorted(state.records["extract"].items())
+        jobs = [_job(clips[i], r) for i, r in sorted(state.records["extract"].items())
                 if i not in state.records["summary"]]
         bar = tqdm(total=len(jobs), desc="summaries", unit="clip", disable=not cfg.progress)
         for job, res in ann.run(jobs, ann.summarize):
@@ -270,7 +278,7 @@ def run_text_stages(cfg: PipelineConfig, state: State, stages: tuple[str, ...] =
             state.add("summary", {"id": job.id, "summary": res})
         bar.close()
     if "qa" in stages:
-        jobs = [(_job(clips[i], state.records["extract"][i]["features"]), r["summary"])
+        jobs = [(_job(clips[i], state.records["extract"][i]), r["summary"])
                 for i, r in sorted(state.records["summary"].items()) if i not in state.records["qa"]]
         bar = tqdm(total=len(jobs), desc="QA pairs", unit="clip", disable=not cfg.progress)
         for (job, _), res in ann.run(jobs, lambda js: ann.qa(*js)):
@@ -297,11 +305,16 @@ def write_manifest(cfg: PipelineConfig, state: State) -> Path:
             continue
         s, e = c["frame_range"]
         fr = state.records["filter"][c["video_id"]]
+        # Labels imported from a labelled set (favchat.data.celebv) carry their source, split, timed events
+        # and meta in the extract record; extracted labels take the run's settings.
+        ex = state.records["extract"][cid]
         clip = Clip(
             id=cid, video=c["file"] or c["source_video"], frame_range=(0, e - s) if c["file"] else (s, e),
-            fps=c["fps"], source=cfg.source, split=cfg.split, labels=state.records["extract"][cid]["features"],
+            fps=c["fps"], source=ex.get("source", cfg.source), split=ex.get("split", cfg.split), labels=ex["features"],
             summary=state.records["summary"][cid]["summary"], qa=[QA(**q) for q in state.records["qa"][cid]["qa"]],
-            meta={"source_video": c["source_video"], "source_range": [s, e], "face_fraction": fr["face_fraction"]},
+            events=[Event(**ev) for ev in ex.get("events", [])],
+            meta={"source_video": c["source_video"], "source_range": [s, e], "face_fraction": fr["face_fraction"],
+                  **ex.get("meta", {})},
         )
         lines.append(json.dumps(clip.to_json(), ensure_ascii=False) + "\n")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -375,8 +388,25 @@ def finish(cfg: PipelineConfig, state: State, ann: Annotator | None = None, expe
     return s
 
 
+NO_EXTRACTOR = (
+    "the extract stage labels clips with a trained extractor: pass --extract.extractor PATH. Get one by training "
+    "it on labelled clips (favchat data train-extractor --manifest LABELLED.jsonl --out extractor/, e.g. on CelebV-HQ's "
+    "labels imported by favchat data import-celebv, or on FaceSynth's); or, for a set that comes with labels, "
+    "import them instead of extracting (favchat data import-celebv --info celebvhq_info.json --videos DIR --out "
+    "OUT, then favchat data annotate --out OUT and favchat data qa --out OUT). See docs/datasets.md.")
+
+
+def check_extractor(extractor: str | None) -> None:
+    """Stop before any work when the extract stage would have no extractor checkpoint to load."""
+    if not extractor:
+        raise ValueError(NO_EXTRACTOR)
+    if not Path(extractor).is_file():
+        raise FileNotFoundError(f"extractor checkpoint not found: {extractor} ({NO_EXTRACTOR})")
+
+
 def build(cfg: PipelineConfig, inputs: list[str], review: int = 20) -> dict[str, Any]:
     """Run every stage on this shard's videos; return the final table's numbers."""
+    check_extractor(cfg.extractor)
     items = [it for it in discover(inputs) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
     state = State(cfg.work)
     try:

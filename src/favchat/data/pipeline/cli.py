@@ -1,6 +1,7 @@
 """``favchat data ...``: the dataset pipeline's subcommands (filter, trim, extract, train-extractor,
-annotate, qa, build, merge, review), listed under ``data`` in favchat/cli.py's ``COMMANDS``. ``build`` runs every
-stage; each stage alone reads the state the earlier stages left in ``--out`` and skips what is finished.
+annotate, qa, build, merge, review, import-celebv), listed under ``data`` in favchat/cli.py's ``COMMANDS``.
+``build`` runs every stage; each stage alone reads the state the earlier stages left in ``--out`` and skips what
+is finished.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Literal
 
+from favchat.cli import CommandError
 from favchat.data.pipeline.train_extractor import TrainExtractorConfig
 
 
@@ -46,6 +48,8 @@ class FilterOptions:
     """Frames are downscaled to this while decoding."""
     detect_max_side: int = 192
     """And to this for face detection."""
+    folder_fps: float = 25.0
+    """Frame rate of frame-folder videos (a folder of images, e.g. YouTube Faces), which carry none."""
 
 
 @dataclass
@@ -124,7 +128,8 @@ def _config(args: SimpleNamespace):
     g = vars(args)
     tcfg = TrimConfig(g.get("min_frames", 36), g.get("max_frames", 600))
     fcfg = FilterConfig(min_frames=tcfg.min_frames, **{k: g[k] for k in (
-        "detector", "face_threshold", "sample_stride", "max_samples", "decode_max_side", "detect_max_side") if k in g})
+        "detector", "face_threshold", "sample_stride", "max_samples", "decode_max_side", "detect_max_side",
+        "folder_fps") if k in g})
     acfg = AnnotateConfig()
     if "backend" in g:
         api = ChatAPIConfig.from_env(
@@ -150,6 +155,7 @@ def _stage(stages: tuple[str, ...]):
     def run(args: SimpleNamespace) -> int:
         from favchat.data.pipeline.build import (
             State,
+            check_extractor,
             discover,
             finish,
             run_text_stages,
@@ -159,8 +165,13 @@ def _stage(stages: tuple[str, ...]):
 
         cfg = _config(args)
         items = None
-        if "filter" in stages:
-            items = [it for it in discover(args.input) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
+        try:  # bad inputs stop the stage before anything is written
+            if "filter" in stages:
+                items = [it for it in discover(args.input) if shard_of(it.key, cfg.num_shards) == cfg.shard_index]
+            if "extract" in stages:
+                check_extractor(cfg.extractor)
+        except (ValueError, FileNotFoundError) as e:
+            raise CommandError(f"error: {e}") from e
         state = State(cfg.work)
         try:
             ann = None
@@ -222,7 +233,10 @@ def build(config: ShardOptions, input: str | list[str], filter: FilterOptions, t
     from favchat.data.pipeline.build import build as run
 
     args = _args(config, filter, trim, extract, text, input=_paths(input), source=source, split=split)
-    s = run(_config(args), args.input, review=review)
+    try:
+        s = run(_config(args), args.input, review=review)
+    except (ValueError, FileNotFoundError) as e:
+        raise CommandError(f"error: {e}") from e
     _print_table(s)
     pending = s["clips"] - s["clips_done"] + s.get("videos_pending", 0)
     if pending:
@@ -245,7 +259,7 @@ def merge(out: str, num_shards: int) -> int:
 
 def train_extractor(config: TrainExtractorConfig, manifest: str | list[str], out: str,
                     backbone: Literal["small", "efficientnet-lite0"] = "small", crop_size: int = 0,
-                    landmarks: bool = False) -> int:
+                    landmarks: bool = False, heads: tuple[Literal["E1", "E2", "E3"], ...] = ("E1", "E2", "E3")) -> int:
     """Train the E1/E2/E3 extractor heads on labelled clips (e.g. FaceSynth's).
 
     Writes extractor.pt plus a per-label precision/recall report (report.json, report.md).
@@ -256,11 +270,13 @@ def train_extractor(config: TrainExtractorConfig, manifest: str | list[str], out
         backbone: small: a trained 4-layer CNN (fast); efficientnet-lite0: pretrained, frozen.
         crop_size: Face crop side (0: 64 small / 224 efficientnet).
         landmarks: Face-mesh landmark motion for E3 (needs mediapipe).
+        heads: The extractors to train; E1 alone ('[E1]') on CelebV-HQ's imported labels, as in App. B.2.
     """
     from favchat.data.pipeline.extract import ExtractorConfig
     from favchat.data.pipeline.train_extractor import train_extractor as run
 
-    rep = run(_paths(manifest), out, ExtractorConfig(backbone=backbone, crop_size=crop_size, landmarks=landmarks), config)
+    cfg = ExtractorConfig(backbone=backbone, crop_size=crop_size, landmarks=landmarks, heads=tuple(heads))
+    rep = run(_paths(manifest), out, cfg, config)
     if rep:
         m = rep["macro_over_supported"]
         print(f"wrote {out}/extractor.pt and report.md: macro precision {m['precision']:.3f}, "
@@ -280,4 +296,35 @@ def review(manifest: str, out: str, n: int = 20, seed: int = 0) -> int:
     from favchat.data.pipeline.review import write_review
 
     print(write_review(manifest, out, n=n, seed=seed))
+    return 0
+
+
+def import_celebv(info: str, videos: str, out: str, split: Literal["train", "val", "test"] = "train",
+                  folder_fps: float = 25.0, progress: bool = True) -> int:
+    """CelebV-HQ's own labels into a labelled manifest and the pipeline state (no extractor).
+
+    Maps celebvhq_info.json's 83 labels into the taxonomy (timed emotions kept as events) for the downloaded
+    clips; writes OUT/labels.jsonl and the state from which `favchat data annotate` and `qa` write summaries and
+    QA pairs (docs/datasets.md).
+
+    Args:
+        info: CelebV-HQ's celebvhq_info.json.
+        videos: Folder of <clip id>.mp4 (processed) or <ytb_id>.mp4 (raw) videos.
+        out: Output folder: labels.jsonl, state/, missing_videos.txt.
+        split: The manifest's split.
+        folder_fps: Frame rate of clips stored as frame folders.
+        progress: A progress bar.
+    """
+    from favchat.data.celebv import import_celebv as run
+
+    try:
+        r = run(info, videos, out, split=split, folder_fps=folder_fps, progress=progress)
+    except (ValueError, FileNotFoundError) as e:
+        raise CommandError(f"error: {e}") from e
+    labels = ", ".join(f"{n} {g}" for g, n in r["labels"].items())
+    print(f"imported {r['imported']} of {r['clips']} clips into {r['manifest']} ({labels} labels; "
+          f"{r['timed_emotions']} clips with a changing emotion); {r['no_video']} without a video and "
+          f"{r['unreadable']} unreadable, listed in {out}/missing_videos.txt.\n"
+          f"Next: favchat data annotate --out {out} && favchat data qa --out {out}  (summaries and QA), or\n"
+          f"      favchat data train-extractor --manifest {r['manifest']} --heads '[E1]' --out extractor/  (E1)")
     return 0

@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 
 HEADS: tuple[str, ...] = tuple(EXTRACTORS)  # ("E1", "E2", "E3")
 LANDMARK_HEAD = "E3"
-# Labels of the merged extractor, in taxonomy order (duplicates across heads appear once).
-MERGED_LABELS: tuple[str, ...] = tuple(n for n in LABEL_NAMES if any(n in EXTRACTORS[h] for h in HEADS))
+
+
+def merged_labels(heads: tuple[str, ...] = HEADS) -> tuple[str, ...]:
+    """The labels of ``heads``, in taxonomy order (a label in several heads appears once)."""
+    return tuple(n for n in LABEL_NAMES if any(n in EXTRACTORS[h] for h in heads))
+
+
+# Labels of the full merged extractor.
+MERGED_LABELS: tuple[str, ...] = merged_labels()
 
 # Face-mesh vertex groups whose motion the micro-expression head sees (MediaPipe's 468/478-point mesh).
 _MESH_REGIONS: dict[str, tuple[int, ...]] = {
@@ -62,8 +69,14 @@ class ExtractorConfig:
     max_frames: int = 16  # longer clips are sub-sampled evenly to this many frames
     landmarks: bool = False  # face-mesh landmark motion for E3 (needs mediapipe)
     threshold: float = 0.5  # score at which a label enters the feature dictionary
+    heads: tuple[str, ...] = HEADS  # the extractors the model has; ("E1",): CelebV-HQ's labels alone, as in B.2
 
     def __post_init__(self) -> None:
+        self.heads = tuple(self.heads)
+        if not self.heads or any(h not in HEADS for h in self.heads) or len(set(self.heads)) != len(self.heads):
+            raise ValueError(f"heads must be distinct names among {HEADS}, got {self.heads}")
+        if self.landmarks and LANDMARK_HEAD not in self.heads:
+            raise ValueError(f"landmarks feed the {LANDMARK_HEAD} head, which heads={self.heads} leaves out")
         if self.backbone not in ("small", "efficientnet-lite0"):
             raise ValueError(f"backbone must be 'small' or 'efficientnet-lite0', got {self.backbone!r}")
         if self.crop_size == 0:
@@ -246,7 +259,7 @@ class FeatureExtractor(nn.Module):
                 nn.Linear(d + (LANDMARK_DIM if cfg.landmarks and h == LANDMARK_HEAD else 0), cfg.hidden),
                 nn.GELU(), nn.Linear(cfg.hidden, len(EXTRACTORS[h])),
             )
-            for h in HEADS
+            for h in cfg.heads
         })
 
     def pool(self, crops: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -272,12 +285,13 @@ class FeatureExtractor(nn.Module):
 
 
 def merge_scores(probs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per-head probabilities (n_h,) -> one score per taxonomy label; a label in several heads gets their mean."""
+    """Per-head probabilities (n_h,) -> one score per label of those heads; a label in several gets their mean."""
+    heads = tuple(h for h in HEADS if h in probs)
     acc: dict[str, list[float]] = {}
-    for h in HEADS:
+    for h in heads:
         for name, p in zip(EXTRACTORS[h], probs[h], strict=True):
             acc.setdefault(name, []).append(float(p))
-    return {n: round(float(np.mean(acc[n])), 4) for n in MERGED_LABELS}
+    return {n: round(float(np.mean(acc[n])), 4) for n in merged_labels(heads)}
 
 
 def save_extractor(model: FeatureExtractor, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -286,7 +300,7 @@ def save_extractor(model: FeatureExtractor, path: str | Path, extra: dict[str, A
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.net.") or
              model.cfg.backbone == "small"}  # the frozen pretrained trunk comes from its package
     tmp = path.with_suffix(".tmp")
-    torch.save({"config": asdict(model.cfg), "labels": {h: list(EXTRACTORS[h]) for h in HEADS},
+    torch.save({"config": asdict(model.cfg), "labels": {h: list(EXTRACTORS[h]) for h in model.cfg.heads},
                 "state_dict": state, **(extra or {})}, tmp)
     tmp.replace(path)
     return path
@@ -298,9 +312,10 @@ def load_extractor(path: str | Path, device: str | torch.device = "cpu") -> Feat
     if not path.is_file():
         raise FileNotFoundError(f"extractor checkpoint not found: {path} (train one: favchat data train-extractor)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("labels") != {h: list(EXTRACTORS[h]) for h in HEADS}:
+    cfg = ExtractorConfig(**ckpt["config"])
+    if ckpt.get("labels") != {h: list(EXTRACTORS[h]) for h in cfg.heads}:
         raise ValueError(f"{path}: the checkpoint's label lists differ from favchat.data.taxonomy.EXTRACTORS")
-    model = FeatureExtractor(ExtractorConfig(**ckpt["config"]))
+    model = FeatureExtractor(cfg)
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith("encoder.net.") or model.cfg.backbone == "small"]
     if missing or unexpected:

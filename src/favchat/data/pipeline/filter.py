@@ -36,6 +36,7 @@ class FilterConfig:
     decode_max_side: int = 384  # frames are downscaled to this longer side while decoding
     detect_max_side: int = 192  # and to this one for detection (faces fill much of a facial video)
     min_frames: int = 36  # a video shorter than the shortest clip is rejected without decoding
+    folder_fps: float = 25.0  # frame rate of frame-folder videos (YouTube Faces' frames), which carry none
 
     def __post_init__(self) -> None:
         if not 0.0 < self.face_threshold <= 1.0:
@@ -43,6 +44,8 @@ class FilterConfig:
         for name in ("sample_stride", "max_samples", "decode_max_side", "detect_max_side", "min_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.folder_fps <= 0:
+            raise ValueError(f"folder_fps must be positive, got {self.folder_fps}")
         if self.detect_max_side > self.decode_max_side:
             raise ValueError("detect_max_side cannot exceed decode_max_side (frames are decoded at that size)")
 
@@ -106,7 +109,7 @@ def filter_video(
     Never raises for a bad file: an unreadable, truncated or non-video file is a rejection with a reason.
     """
     try:
-        info = probe(path)
+        info = probe(path, folder_fps=cfg.folder_fps)
     except VideoDecodeError as e:
         return FilterResult(video_id, path, False, "unreadable", str(e)), None
     res = FilterResult(video_id, path, False, num_frames=info.num_frames, fps=info.fps, width=info.width,

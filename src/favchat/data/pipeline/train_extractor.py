@@ -28,13 +28,13 @@ from favchat.data.faces import FaceDetector, get_detector
 from favchat.data.manifest import Clip, read_manifest
 from favchat.data.pipeline.extract import (
     HEADS,
-    MERGED_LABELS,
     ClipInput,
     ExtractorConfig,
     FeatureExtractor,
     clip_frame_indices,
     collate,
     make_clip_input,
+    merged_labels,
     save_extractor,
     score_clips,
 )
@@ -81,16 +81,17 @@ def labelled_input(clip: Clip, cfg: ExtractorConfig, detector: FaceDetector, tcf
     start, end = clip.frame_range or (0, probe(clip.video_path).num_frames)
     idx = clip_frame_indices(start, end, cfg)
     frames = read_frames(clip.video_path, idx, max_side=tcfg.decode_max_side)  # (T, H, W, 3)
-    boxes = detect_boxes(frames, detector, tcfg.detect_max_side)
+    box = clip.meta.get("face_box")  # a set's own face box (CelebV-HQ's, imported) is used as given
+    boxes = [list(box)] * len(idx) if box else detect_boxes(frames, detector, tcfg.detect_max_side)
     if all(b is None for b in boxes):
         return None
     return make_clip_input(frames, boxes, cfg)
 
 
-def targets(clips: list[Clip]) -> dict[str, torch.Tensor]:
+def targets(clips: list[Clip], heads: tuple[str, ...] = HEADS) -> dict[str, torch.Tensor]:
     """Multi-hot targets per head: (N, len(EXTRACTORS[h]))."""
     out = {}
-    for h in HEADS:
+    for h in heads:
         col = {n: j for j, n in enumerate(EXTRACTORS[h])}
         t = torch.zeros(len(clips), len(col))
         for i, c in enumerate(clips):
@@ -105,10 +106,11 @@ def _held_out(clip: Clip, frac: float) -> bool:
     return int(hashlib.sha1(clip.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < frac
 
 
-def per_label_report(scores: list[dict[str, float]], clips: list[Clip], threshold: float) -> dict[str, Any]:
-    """Precision, recall, F1 and support per merged label (None where undefined)."""
+def per_label_report(scores: list[dict[str, float]], clips: list[Clip], threshold: float,
+                     heads: tuple[str, ...] = HEADS) -> dict[str, Any]:
+    """Precision, recall, F1 and support per label of ``heads`` (None where undefined)."""
     rows = {}
-    for n in MERGED_LABELS:
+    for n in merged_labels(heads):
         pred = np.array([s[n] >= threshold for s in scores])
         true = np.array([n in c.all_labels for c in clips])
         tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
@@ -134,7 +136,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
         "# Extractor report", "",
         f"Evaluated on {report['num_clips']} {report['evaluated_on']} clips; threshold {report['threshold']}.",
         f"Macro over labels with support: precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}.",
-        f"{len(MERGED_LABELS) - len(rows)} of {len(MERGED_LABELS)} labels have neither support nor predictions "
+        f"{len(report['labels']) - len(rows)} of {len(report['labels'])} labels have neither support nor predictions "
         "(not in these clips).", "",
         "| label | precision | recall | F1 | support | predicted |", "|---|---|---|---|---|---|",
     ]
@@ -182,7 +184,7 @@ def train_extractor(manifests: list[str], out_dir: str | Path, cfg: ExtractorCon
         evaluated_on = "held-out"
 
     model = FeatureExtractor(cfg).to(accelerator.device)
-    tgt = targets(used)
+    tgt = targets(used, cfg.heads)
     frozen = cfg.backbone != "small"
     if frozen:  # the trunk never changes: encode every clip once, train the heads on pooled features
         with torch.no_grad():
@@ -199,7 +201,7 @@ def train_extractor(manifests: list[str], out_dir: str | Path, cfg: ExtractorCon
             b["pooled"] = pooled[ids]
             if cfg.landmarks:
                 b["landmarks"] = collate([inputs[i] for i in ids], cfg)["landmarks"]
-        return {**{k: b[k] for k in batch_keys}, **{f"t_{h}": tgt[h][ids] for h in HEADS}}
+        return {**{k: b[k] for k in batch_keys}, **{f"t_{h}": tgt[h][ids] for h in cfg.heads}}
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = toolkit.make_optimizer(params, OptimSection(lr=tcfg.lr, weight_decay=tcfg.weight_decay))
@@ -213,7 +215,7 @@ def train_extractor(manifests: list[str], out_dir: str | Path, cfg: ExtractorCon
         total, n = 0.0, 0
         while epoch == e:
             logits = model(**{k: batch[k] for k in batch_keys})  # head -> (B, n_h)
-            loss = sum(bce(logits[h], batch[f"t_{h}"]) for h in HEADS) / len(HEADS)
+            loss = sum(bce(logits[h], batch[f"t_{h}"]) for h in cfg.heads) / len(cfg.heads)
             opt.zero_grad()
             accelerator.backward(loss)
             opt.step()
@@ -225,7 +227,7 @@ def train_extractor(manifests: list[str], out_dir: str | Path, cfg: ExtractorCon
     if accelerator.is_main_process:
         net = accelerator.unwrap_model(model).eval()
         scores = score_clips(net, [inputs[i] for i in val])
-        report = per_label_report(scores, [used[i] for i in val], cfg.threshold)
+        report = per_label_report(scores, [used[i] for i in val], cfg.threshold, cfg.heads)
         report.update(evaluated_on=evaluated_on, threshold=cfg.threshold, train_clips=len(train),
                       losses=[round(x, 5) for x in losses], config=asdict(cfg), train_config=asdict(tcfg))
         save_extractor(net, out_dir / "extractor.pt", extra={"train_config": asdict(tcfg)})
