@@ -106,7 +106,7 @@ class DemoConfig:
 def recipe_cli(name: str, quick_help: str, stage_help: bool = True) -> tuple[Callable[[Any], None],
                                                                            Callable[[list[str]], list[str]]]:
     """The parser changes of a command that runs a packaged recipe (``favchat demo``, ``favchat experiment
-    ablations``): favchat/configs/NAME.yaml as its defaults, ``--quick`` as ``--config NAME_quick.yaml`` read
+    ablations``): favchat/configs/<name>.yaml as its defaults, ``--quick`` as ``--config <name>_quick.yaml`` read
     where it stands, and (``stage_help``) the stages' fields listed in ``--help``. Returns ``(cli_setup,
     cli_argv)``."""
 

@@ -13,7 +13,7 @@ Every variant trains with the demo's recipe (``favchat/configs/demo.yaml``: mode
    overrides) is built with fresh levels from the seed, takes that facial encoder and LLM (``graft``), trains
    stages 1-3 with the same budget and answers the same held-out questions. The full model and the
    prompt-agnostic one are also asked with each frame count of ``frames`` (Fig. 8).
-3. The report (``report/report.md``, ``metrics.json``, ``groups.png``, ``frames.png``): per question group and
+3. The report (``<out>/report/report.md``, ``metrics.json``, ``groups.png``, ``frames.png``): per question group and
    per label accuracy and F1, mean and spread over seeds, and each variant's paired difference from the full
    model with its 95% interval over test clips and a sign test (``favchat.eval.paired``), read by the rule
    fixed in ``RULE`` before any run.
