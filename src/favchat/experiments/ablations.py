@@ -124,7 +124,7 @@ def ablations(config: AblationsConfig) -> int:
     The paper's Table 3 variants (no facial encoder, no M chain, no adapters) and a prompt-agnostic one, each
     against the full model: per group and per label accuracy and F1 over seeds, paired differences with 95%
     intervals, and the frame sweep of Fig. 8. The recipe is favchat/configs/ablations.yaml (--quick:
-    ablations_quick.yaml, well under 2 minutes); docs/ablations.md says what it shows and its time.
+    ablations_quick.yaml, one seed, a step or two a run); docs/ablations.md says what it shows and its time.
     """
     summary = run_ablations(config)
     print()
@@ -133,7 +133,7 @@ def ablations(config: AblationsConfig) -> int:
     return 0
 
 
-ablations.cli_setup, ablations.cli_argv = recipe_cli("ablations", "well under 2 minutes", stage_help=False)
+ablations.cli_setup, ablations.cli_argv = recipe_cli("ablations", "one seed, a step or two a run", stage_help=False)
 
 
 def check_variants(recipe: DemoConfig, variants: dict[str, dict[str, Any]]) -> None:
