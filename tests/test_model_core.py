@@ -112,6 +112,53 @@ def test_ablation_no_adapters():
     assert not torch.allclose(wf[0], wf[1])  # the adapters depend on the question
 
 
+def test_ablation_prompt_agnostic():
+    model, proc = tiny(use_prompt_guidance=False)
+    assert model.text_proj.tokens.shape == (model.config.num_query_tokens, model.config.pq_hidden_size)
+    b = batch(proc, answers=False)
+    feats = model.encode_video(b["general_pixel_values"], b["face_pixel_values"])
+    tokens, weights = model.video_tokens(feats, b["question_ids"], b["question_mask"])
+    # Another question about the same video gives the same video tokens and stream weights ...
+    other = torch.full_like(b["question_ids"], 77)
+    tokens2, weights2 = model.video_tokens(feats, other, torch.ones_like(b["question_mask"]))
+    torch.testing.assert_close(tokens2, tokens)
+    torch.testing.assert_close(weights2, weights)
+    # ... while the learned tokens feed every level, and the guided model reads the question.
+    model.text_proj.tokens.data += 1.0
+    assert not torch.allclose(model.video_tokens(feats, b["question_ids"], b["question_mask"])[0], tokens)
+    full, _ = tiny()
+    feats = full.encode_video(b["general_pixel_values"], b["face_pixel_values"])
+    assert not torch.allclose(full.video_tokens(feats, other, torch.ones_like(b["question_mask"]))[0],
+                              full.video_tokens(feats, b["question_ids"], b["question_mask"])[0])
+    # The learned tokens train where the question's projection would (the schedule's text_proj), and the
+    # whole model still learns from its loss.
+    model.train()
+    out = model(**batch(proc))
+    out.loss.backward()
+    assert model.text_proj.tokens.grad is not None and model.text_proj.tokens.grad.abs().sum() > 0
+    assert [n for n, _ in model.component_parameters()["text_proj"]] == ["text_proj.tokens"]
+
+
+def test_other_frame_counts_read_the_trained_temporal_rows_interpolated():
+    from favchat.model.vision import temporal_rows
+
+    table = torch.randn(16, 5)
+    torch.testing.assert_close(temporal_rows(table, 8, 8), table[:8])  # the trained count: unchanged
+    for t in (4, 32):
+        rows = temporal_rows(table, 8, t)
+        assert rows.shape == (t, 5)
+        # The first and last frames keep the trained ends; the rows past the trained count are never read.
+        torch.testing.assert_close(rows[[0, -1]], table[[0, 7]])
+    torch.testing.assert_close(temporal_rows(table, 8, 15)[::2], table[:8])
+    model, proc = tiny()
+    assert model.config.num_face_frames == 8
+    for t in (4, 32):  # the Fig. 8 sweep asks the model with 4 to 32 frames (the tiny preset trains with 8)
+        asked = FaVChatConfig.from_preset("tiny", num_general_frames=t, num_face_frames=t)
+        b = batch(type(proc).from_config(asked), answers=False)
+        assert b["general_pixel_values"].shape[1] == t
+        assert model(**b).logits.isfinite().all()
+
+
 def test_gradients_reach_exactly_the_trainable_parameters():
     model, proc = tiny()
     model.train()

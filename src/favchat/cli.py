@@ -46,6 +46,9 @@ COMMANDS: dict[str, Any] = {
     "chat": "favchat.serve.chat:chat",
     "serve": "favchat.serve.cli:serve",
     "synth": "favchat.data.synth_cli:synth",
+    "experiment": {
+        "ablations": "favchat.experiments.ablations:ablations",
+    },
     "eval": {
         "facesynth": "favchat.eval.cli:facesynth",
         "manifest": "favchat.eval.cli:manifest",
@@ -70,6 +73,7 @@ COMMANDS: dict[str, Any] = {
     },
 }
 GROUP_HELP = {
+    "experiment": "experiments that measure the paper's claims on FaceSynth: ablations",
     "eval": "evaluate a checkpoint on the paper's benchmarks (or score predictions)",
     "data": "the dataset pipeline: filter, trim, extract, annotate, qa, build, merge, train-extractor, review, "
             "import-celebv",

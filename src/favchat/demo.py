@@ -29,7 +29,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -109,37 +109,52 @@ class DemoConfig:
         return runs
 
 
-def _setup(parser) -> None:
-    from favchat.config import config_parser
+def recipe_cli(name: str, quick_help: str, stage_help: bool = True) -> tuple[Callable[[Any], None],
+                                                                           Callable[[list[str]], list[str]]]:
+    """The parser changes of a command that runs a packaged recipe (``favchat demo``, ``favchat experiment
+    ablations``): favchat/configs/<name>.yaml as its defaults, ``--quick`` as ``--config <name>_quick.yaml`` read
+    where it stands, and (``stage_help``) the stages' fields listed in ``--help``. Returns ``(cli_setup,
+    cli_argv)``."""
 
-    parser.default_config_files = [str(RECIPES / "demo.yaml")]
-    parser.add_argument("--quick", action="store_true",
-                        help="the smoke-test recipe favchat/configs/demo_quick.yaml (under 3 minutes), read where "
-                             "--quick stands: options after it override it")
-    # The stages are a dict (stage number -> its config): list a stage's options too, as --stages.K.<field>.
-    stage = config_parser(DemoStageConfig).format_help()
-    stage = stage[stage.index("\n  --stage "):].replace("\n  --", "\n  --stages.K.").replace(", --", ", --stages.K.")
-    own = parser.format_help
-    parser.format_help = lambda: (f"{own()}\nEach stage K of stages (0-3), e.g. --stages.2.optim.lr 1e-3; defaults are "
-                                  f"DemoStageConfig's, the recipe's values are in the YAML:{stage}")
+    def setup(parser) -> None:
+        from favchat.config import config_parser
+
+        parser.default_config_files = [str(RECIPES / f"{name}.yaml")]
+        parser.add_argument("--quick", action="store_true",
+                            help=f"the smoke-test recipe favchat/configs/{name}_quick.yaml ({quick_help}), read "
+                                 "where --quick stands: options after it override it")
+        if not stage_help:
+            return
+        # The stages are a dict (stage number -> its config): list a stage's options too, as --stages.K.<field>.
+        stage = config_parser(DemoStageConfig).format_help()
+        stage = stage[stage.index("\n  --stage "):].replace("\n  --", "\n  --stages.K.").replace(", --", ", --stages.K.")
+        own = parser.format_help
+        parser.format_help = lambda: (f"{own()}\nEach stage K of stages (0-3), e.g. --stages.2.optim.lr 1e-3; defaults "
+                                      f"are DemoStageConfig's, the recipe's values are in the YAML:{stage}")
+
+    def argv(args: list[str]) -> list[str]:
+        quick = ["--config", str(RECIPES / f"{name}_quick.yaml")]
+        return [a for arg in args for a in (quick if arg == "--quick" else [arg])]
+
+    return setup, argv
 
 
-def _argv(argv: list[str]) -> list[str]:
-    return [a for arg in argv for a in (["--config", str(RECIPES / "demo_quick.yaml")] if arg == "--quick" else [arg])]
-
-
-def load_recipe(args: Sequence[str] = ()) -> DemoConfig:
+def load_recipe(args: Sequence[str] = (), command: Callable[..., int] | None = None) -> DemoConfig:
     """The recipe ``favchat demo ARGS`` runs (the packaged one, then --quick / --config / options); a bad value
-    anywhere raises ``ConfigError`` naming it."""
+    anywhere raises ``ConfigError`` naming it. ``command``: another recipe command (favchat experiment
+    ablations), whose config class and packaged recipe are read instead."""
+    import typing
+
     from favchat.cli import command_parser
     from favchat.config import ConfigError, build
 
-    parser = command_parser("favchat demo", demo)
+    command = command or demo
+    parser = command_parser(f"favchat {command.__name__}", command)
     try:
-        namespace = parser.parse_args(_argv(list(args)))
+        namespace = parser.parse_args(command.cli_argv(list(args)))
     except Exception as e:  # jsonargparse's ArgumentError names the key
         raise ConfigError(str(e).strip()) from e
-    return build(DemoConfig, parser, namespace)
+    return build(typing.get_type_hints(command)["config"], parser, namespace)
 
 
 def demo(config: DemoConfig) -> int:
@@ -156,7 +171,7 @@ def demo(config: DemoConfig) -> int:
     return 0
 
 
-demo.cli_setup, demo.cli_argv = _setup, _argv
+demo.cli_setup, demo.cli_argv = recipe_cli("demo", "under 3 minutes")
 
 
 STEP_FILE = "demo_step.json"  # in each step's folder: the fingerprint of its config and whether it finished
@@ -193,11 +208,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from the first step whose config changed."""
     from favchat.data.datasets import VideoCache
     from favchat.data.synth.generate import generate
-    from favchat.recipes.tiny_demo.hooks import stage_hooks
-    from favchat.train.face_pretrain import pretrain_face
     from favchat.train.metrics_log import plot_curves
     from favchat.train.toolkit import latest_checkpoint
-    from favchat.train.trainer import STATE_FILE, train
+    from favchat.train.trainer import STATE_FILE
 
     out = Path(cfg.out)
     runs = cfg.runs()
@@ -210,11 +223,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         if manifest != manifest_path:
             raise ValueError(f"the runs read {manifest_path}, but the clips' manifest is {manifest}")
 
-    def run(step: Any, resume: bool) -> None:
-        if isinstance(step, FacePretrainConfig):
-            pretrain_face(step, progress=cfg.progress, video_cache=videos)
-        else:
-            train(step, resume=resume, video_cache=videos, hooks=stage_hooks(step))
+    def run(step: FacePretrainConfig | DemoStageConfig, resume: bool) -> None:
+        run_step(step, videos, progress=cfg.progress, resume=resume)
 
     steps = [("synth", manifest_path.parent, {"clips": cfg.clips, "synth": cfg.synth}, make_clips)]
     steps += [("face_pretrain" if isinstance(r, FacePretrainConfig) else f"stage{r.stage}", Path(r.output_dir), r, run)
@@ -272,10 +282,44 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return metrics
 
 
-def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSection,
-                       progress: bool = True) -> dict[str, Any]:
+def run_chain(runs: Sequence[FacePretrainConfig | DemoStageConfig], videos: Any, timings: dict[str, float],
+              curves: dict[str, Path], progress: bool = True) -> Path | None:
+    """Run a recipe's runs in order, each from the checkpoint its ``init_from`` names: the facial encoder's
+    pretraining, the stages with the recipe's hooks. Each run's seconds go to ``timings``, its metrics.csv to
+    ``curves``; returns the last stage's final/ folder (None without a stage). ``videos``: a ``VideoCache``."""
+    init = None
+    for run in runs:
+        t = time.perf_counter()
+        final = run_step(run, videos, progress=progress)
+        if isinstance(run, FacePretrainConfig):
+            timings["face_pretrain_s"] = time.perf_counter() - t
+            curves["facial encoder"] = Path(run.output_dir) / "metrics.csv"
+        else:
+            init = final
+            timings[f"stage{run.stage}_s"] = time.perf_counter() - t
+            curves[f"stage {run.stage}"] = Path(run.output_dir) / "metrics.csv"
+    return init
+
+
+def run_step(run: FacePretrainConfig | DemoStageConfig, videos: Any, progress: bool = True,
+             resume: bool = False) -> Path:
+    """One run of a recipe: the facial encoder's pretraining, or a stage with the recipe's hooks (``resume``: from
+    its last checkpoint). Returns its final/ folder. ``videos``: a ``VideoCache`` shared by the runs."""
+    from favchat.recipes.tiny_demo.hooks import stage_hooks
+    from favchat.train.face_pretrain import pretrain_face
+    from favchat.train.trainer import train
+
+    if isinstance(run, FacePretrainConfig):
+        return pretrain_face(run, progress=progress, video_cache=videos)
+    return train(run, resume=resume, video_cache=videos, hooks=stage_hooks(run)).final_dir
+
+
+def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSection, progress: bool = True,
+                       num_frames: int | None = None, descriptions: bool = True) -> dict[str, Any]:
     """Held-out QA accuracy per group and description CIDEr / ROUGE-L, plus one example answer, on the
-    ``ecfg.split`` clips (test by default; val to tune a recipe without touching test)."""
+    ``ecfg.split`` clips (test by default; val to tune a recipe without touching test). Every answer is in
+    ``out/predictions.jsonl``. ``num_frames``: ask with this many general and facial frames (the Fig. 8 sweep)
+    instead of the checkpoint's; ``descriptions`` False: the scored questions only."""
     from favchat.data.manifest import WORDINGS, read_manifest
     from favchat.eval import metrics
     from favchat.eval.predict import ModelPredictor, Request, VideoRef, predict
@@ -284,12 +328,12 @@ def evaluate_facesynth(checkpoint: Path, manifest: Path, out: Path, ecfg: EvalSe
     clips = sorted(read_manifest(manifest, split=ecfg.split), key=lambda c: c.id)[: ecfg.max_clips]
     if not clips:
         raise ValueError(f"{manifest}: no {ecfg.split} clips")
-    predictor = ModelPredictor(checkpoint, max_new_tokens=ecfg.max_new_tokens)
+    predictor = ModelPredictor(checkpoint, num_frames=num_frames, max_new_tokens=ecfg.max_new_tokens)
     requests = []
     for c in clips:
         video = VideoRef(c.video_path, c.frame_range)
         for k, qa in enumerate(c.qa):
-            if qa.type in SCORED_TYPES or qa.type == "description":
+            if qa.type in SCORED_TYPES or (descriptions and qa.type == "description"):
                 rid = f"{c.id}#qa{k}"
                 requests.append(Request(rid, video, qa.question, {"type": qa.type, "reference": qa.answer,
                                                                   "wording": qa.wording}))

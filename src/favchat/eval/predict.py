@@ -63,6 +63,7 @@ class ModelPredictor:
         self.num_frames, self.max_new_tokens, self.device_name = num_frames, max_new_tokens, device
         self.model: Any = None
         self.processor: Any = None
+        self._video: tuple[VideoRef, Any, Any] | None = None  # the last video asked about: frames, tower states
 
     def load(self) -> None:
         """Load the checkpoint; done on the first question, so a fully resumed run never loads the model."""
@@ -81,10 +82,18 @@ class ModelPredictor:
 
         if self.model is None:
             self.load()
-        frames = self.processor.load_video(video.path, frame_range=video.frame_range)
+        # The questions about one video come in a row: its frames and tower states are kept for the next one.
+        if self._video is None or self._video[0] != video:
+            frames = self.processor.load_video(video.path, frame_range=video.frame_range)
+            self._video = (video, frames, None)
+        _, frames, features = self._video
         batch = self.processor(videos=[frames], questions=[question]).to(self.device)
         with torch.inference_mode():
-            new_ids = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)  # (1, L)
+            if features is None:
+                features = self.model.encode_video(batch["general_pixel_values"], batch.get("face_pixel_values"))
+                self._video = (video, frames, features)
+            new_ids = self.model.generate(**batch, video_features=features, max_new_tokens=self.max_new_tokens,
+                                          do_sample=False)  # (1, L)
         return self.processor.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
 
 

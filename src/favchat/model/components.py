@@ -7,6 +7,7 @@ COMPONENTS = (
     "general_adapter", "face_adapter", "static_weights", "projector", "language_model",
 )
 
-# Components a model may lack, which a schedule may still name: ``static_weights`` exists only in the no-adapter
-# ablation (and trains with the adapters).
-OPTIONAL_COMPONENTS = ("static_weights",)
+# Components a model may lack, which a schedule may still name: those the ablation switches remove (no facial
+# encoder: its tower, Q-Former and both adapters; ``static_weights`` exists only in the no-adapter ablation and
+# trains with the adapters), so that one schedule trains every variant.
+OPTIONAL_COMPONENTS = ("face_encoder", "face_qformer", "general_adapter", "face_adapter", "static_weights")

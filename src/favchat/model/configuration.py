@@ -158,6 +158,9 @@ class FaVChatConfig(PretrainedConfig):
     use_face_encoder: bool = True
     use_m_chain: bool = True
     use_adapters: bool = True
+    # False: the prompt-agnostic ablation (docs/ablations.md): learned tokens stand in for the question at every
+    # level, so the visual tokens no longer depend on what is asked
+    use_prompt_guidance: bool = True
     # the LLM side
     video_token: str = "<video>"
     video_token_id: int | None = None

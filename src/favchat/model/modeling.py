@@ -33,6 +33,7 @@ from favchat.model.components import COMPONENTS
 from favchat.model.configuration import FaVChatConfig
 from favchat.model.facexformer import WindowAttention
 from favchat.model.prompt_query import (
+    LearnedPrompt,
     LowLevelChain,
     Projector,
     PromptQFormer,
@@ -130,7 +131,9 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         llm_dtype = {"dtype": getattr(torch, c.llm_dtype)} if c.llm_dtype else {}
         self.language_model = AutoModelForCausalLM.from_config(c.text_config, **llm_dtype)
         d_llm = c.text_config.hidden_size
-        self.text_proj = TextProjection(d_llm, d, eps)
+        # ablation: as many learned tokens as video tokens stand in for the question
+        self.text_proj = (TextProjection(d_llm, d, eps) if c.use_prompt_guidance
+                          else LearnedPrompt(c.num_query_tokens, d))
         self.low_level = LowLevelChain([chain_tower.dim(i) for i in chain_tower.groups["chain"]], d, heads,
                                        hidden, c.use_m_chain, eps)
         g_dim = self.general_encoder.dim(self.general_encoder.groups["memory"][0])
@@ -184,6 +187,8 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
                 init.normal_(p, std=std)
         elif isinstance(module, PromptQFormer):
             init.normal_(module.query_tokens, std=std)
+        elif isinstance(module, LearnedPrompt):
+            init.normal_(module.tokens, std=std)
 
     def component_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Parameters by component name (the names of ``COMPONENTS`` present in this configuration)."""
@@ -275,7 +280,11 @@ class FaVChatForConditionalGeneration(PreTrainedModel):
         if question_mask is None:
             question_mask = torch.ones_like(question_ids)
         question_mask = question_mask.to(question_ids.device).bool()
-        text = self.embed_question(question_ids)  # (B, n_t, d)
+        if self.config.use_prompt_guidance:
+            text = self.embed_question(question_ids)  # (B, n_t, d)
+        else:  # ablation: the levels read learned tokens, not the question
+            text = self.text_proj(b)  # (B, n_p, d)
+            question_mask = question_mask.new_ones(text.shape[:2])
 
         chain_feats = features.face if self.face_encoder is not None else features.general
         chain_tower = self.face_encoder if self.face_encoder is not None else self.general_encoder

@@ -1,6 +1,8 @@
 """The three prompt-query levels of FaVChat (docs/design.md §1), each a module of width d.
 
 - ``TextProjection``: ``T = LN(W_t · E_llm[q])`` (the embedding lookup happens in the model, frozen).
+  ``LearnedPrompt`` replaces it in the prompt-agnostic ablation: ``T`` is then learned tokens, the same for
+  every question.
 - ``LowLevelChain`` (Eq. 1–4): ``F̂_i = LN(F_i W_i + b_i)``; ``M_1 = Block(T, F̂_1)``,
   ``M_i = Block(M_{i−1}, F̂_i)``; returns ``M_L`` and ``F̂_L``. With ``use_m_chain=False`` it is the
   ablation: one Eq. 4 block of ``T`` over the last block's tokens, no chain.
@@ -40,6 +42,18 @@ class TextProjection(nn.Module):
 
     def forward(self, question_embeds: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(question_embeds))  # (B, n_t, d)
+
+
+class LearnedPrompt(nn.Module):
+    """The prompt-agnostic ablation's ``T``: ``num_tokens`` learned tokens that every level reads where it would
+    read the question (the chain's start, the Q-Formers' text, the adapters' t̄), whatever was asked."""
+
+    def __init__(self, num_tokens: int, dim: int):
+        super().__init__()
+        self.tokens = nn.Parameter(torch.zeros(num_tokens, dim))
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.tokens.expand(batch_size, -1, -1)  # (B, n_p, d)
 
 
 class LowLevelChain(nn.Module):

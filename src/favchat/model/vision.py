@@ -2,8 +2,9 @@
 
 Every tower maps pixels (B, T, 3, H, W) to ``{block index: (B, T·N_i, C_i)}``: the per-frame tokens of
 all frames flattened into one sequence per block, with a learned temporal position embedding, so every
-prompt-query level sees space and time (docs/design.md §1). Block indices follow HF's hidden-states tuple:
-0 is the embedding output, i the output of block/stage i.
+prompt-query level sees space and time (docs/design.md §1); asked with another frame count than the config's
+(the Fig. 8 sweep), a tower reads its trained rows of that embedding interpolated to that count. Block indices
+follow HF's hidden-states tuple: 0 is the embedding output, i the output of block/stage i.
 
 - ``VideoViT``: the built-in video ViT (per-frame patches, spatial + temporal position embeddings, joint
   space-time attention), for the small presets.
@@ -23,6 +24,7 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
@@ -47,6 +49,16 @@ def resolve_blocks(blocks: Sequence[int] | None, num_states: int, what: str) -> 
     return out
 
 
+def temporal_rows(table: torch.Tensor, trained: int, t: int) -> torch.Tensor:
+    """The temporal embedding of ``t`` frames (t, C) from a table whose first ``trained`` rows are the frame
+    positions the model trained with. Another count interpolates those rows linearly (as UMT and VideoChat2 do),
+    so that frame k of t sits at the relative time it sat at in training: the frames span the clip either way."""
+    if t == trained:
+        return table[:t]
+    rows = table[:trained].t().unsqueeze(0)  # (1, C, trained)
+    return F.interpolate(rows, size=t, mode="linear", align_corners=True)[0].t()  # (t, C)
+
+
 class VisionTower(nn.Module):
     """Base: subclasses set ``num_states`` and ``state_dims`` and implement ``_states``."""
 
@@ -57,6 +69,7 @@ class VisionTower(nn.Module):
         """Keep only what the selected blocks need: one temporal embedding per returned block."""
         self.groups = select(self.num_states)
         self.blocks = sorted({i for g in self.groups.values() for i in g})
+        self.num_frames = max_frames
         self.temporal_embed = nn.ParameterDict({
             str(i): nn.Parameter(torch.zeros(max_frames, self.state_dims[i])) for i in self.blocks
         })
@@ -78,15 +91,13 @@ class VisionTower(nn.Module):
         if pixel_values.ndim != 5 or pixel_values.shape[2] != 3:
             raise ValueError(f"pixel values must be (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
         b, t = pixel_values.shape[:2]
-        if t > next(iter(self.temporal_embed.values())).shape[0]:
-            raise ValueError(f"{t} frames exceed the {self.temporal_embed[str(self.blocks[0])].shape[0]} "
-                             "frames the temporal embedding was built for")
         dtype = next(self.parameters()).dtype
         states = self._states(pixel_values.to(dtype), max(self.blocks))
         out = {}
         for i in self.blocks:
             x = states[i]  # (B*T, N_i, C_i) or, for the video ViT, already (B, T, N_i, C_i)
-            x = x.reshape(b, t, -1, x.shape[-1]) + self.temporal_embed[str(i)][:t, None, :]  # (B, T, N_i, C_i)
+            time = temporal_rows(self.temporal_embed[str(i)], self.num_frames, t)  # (T, C_i)
+            x = x.reshape(b, t, -1, x.shape[-1]) + time[:, None, :]  # (B, T, N_i, C_i)
             out[i] = x.flatten(1, 2)  # (B, T·N_i, C_i)
         return out
 
@@ -115,6 +126,7 @@ class VideoViT(VisionTower):
         # The video ViT's temporal embedding enters at the input so attention mixes frames; the per-block
         # ones of the base class are therefore not needed here.
         self.blocks = blocks
+        self.num_frames = max_frames
         self.temporal_embed = nn.Parameter(torch.zeros(max(max_frames, c.max_frames), c.hidden_size))
 
     def forward(self, pixel_values: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -123,11 +135,10 @@ class VideoViT(VisionTower):
         b, t, _, h, w = pixel_values.shape
         if h != self.config.image_size or w != self.config.image_size:
             raise ValueError(f"frames must be {self.config.image_size}x{self.config.image_size}, got {h}x{w}")
-        if t > self.temporal_embed.shape[0]:
-            raise ValueError(f"{t} frames exceed the {self.temporal_embed.shape[0]} the video ViT was built for")
         x = self.patch_embed(pixel_values.flatten(0, 1).to(self.pos_embed.dtype))  # (B*T, C, h', w')
         x = x.flatten(2).transpose(1, 2) + self.pos_embed  # (B*T, N, C)
-        x = x.reshape(b, t, -1, x.shape[-1]) + self.temporal_embed[:t, None, :]  # (B, T, N, C)
+        time = temporal_rows(self.temporal_embed, self.num_frames, t)  # (T, C)
+        x = x.reshape(b, t, -1, x.shape[-1]) + time[:, None, :]  # (B, T, N, C)
         x = x.flatten(1, 2)  # (B, T·N, C): joint space-time attention
         out = {0: x} if 0 in self.blocks else {}
         for i, layer in enumerate(self.layers, start=1):

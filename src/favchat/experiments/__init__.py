@@ -1,0 +1,1 @@
+"""Experiments that measure the paper's claims on FaceSynth, whose labels are exact (``favchat experiment``)."""
