@@ -221,7 +221,9 @@ def test_an_interrupted_demo_goes_on_from_where_it_stopped(quick_demo, tmp_path)
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "favchat", "demo", "--quick", "--out", str(out), "--progress", "false",
                "--seed", "3"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Ctrl-C's default action even where the tests run in the background (which starts children ignoring SIGINT)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 900
     while not list((out / "stage2" / "checkpoints").glob("checkpoint_*/trainer_state.json")):
         assert proc.poll() is None, "the demo ended before stage 2 wrote a checkpoint"
