@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from favchat.cli import main
 from favchat.data.manifest import read_manifest
 from favchat.demo import EvalSection, evaluate_facesynth, render_report
 from favchat.eval.qa_accuracy import QAItem, accuracy_by_type, answer_correct, blind_answers
+from favchat.rl.trainer import RL_STATE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,16 @@ def test_demo_quick_writes_the_report(quick_demo, tmp_path):
     assert set(by_wording) == {"seen", "unseen"} and by_wording["seen"]["all"]["n"] == by_wording["unseen"]["all"]["n"]
     assert by_wording["seen"]["all"]["n"] + by_wording["unseen"]["all"]["n"] == m["accuracy"]["all"]["n"]
     assert "| question type | seen wordings | unseen wordings |" in printed
+
+    # DE-GRPO after stage 3, from its checkpoint with the recipe's seed; the same questions asked of its policy
+    rl = yaml.safe_load((out / "rl" / "config.yaml").read_text())
+    assert (rl["algorithm"], rl["model_path"], rl["seed"]) == ("de_grpo", str(out / "stage3" / "final"), 3)
+    assert (out / "rl" / "final" / "model.safetensors").is_file() and (report / "rl_reward.png").stat().st_size > 0
+    after = m["rl"]
+    assert {t: v["n"] for t, v in after["accuracy"].items()} == {t: v["n"] for t, v in m["accuracy"].items()}
+    assert len(after["heldout_reward"]) == rl["num_rounds"] + 1 and len(after["train_reward"]) == rl["num_rounds"]
+    assert after["steps"] == 4 and {"rl_s", "eval_s", "eval_rl_s"} <= set(m["timings"])
+    assert "## After RL (DE-GRPO)" in printed and "after round 2" in printed
 
     # A recipe is tuned on the val split, never on test: the same evaluation reads the other held-out clips.
     val = evaluate_facesynth(out / "stage3" / "final", out / "data" / "manifest.jsonl", tmp_path / "val_eval",
@@ -149,6 +162,7 @@ def test_the_shipped_recipes_load():
     assert "num_query_tokens" not in quick.stages[0].model.overrides  # --quick replaces the model, not merges
     smol = load_recipe(["--config", str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml")])
     assert smol.face_pretrain.model.preset == "smollm2" and sorted(smol.stages) == [1, 2, 3]
+    assert full.rl_run() is not None and smol.rl_run() is None and smol.rl.pool_fraction == full.rl.pool_fraction
 
 
 def test_the_slot_loss_weighs_stages_one_to_three_only():
@@ -173,6 +187,10 @@ def test_the_recipe_resolves_every_run_and_chains_the_checkpoints(tmp_path):
     assert {(c.data.train_manifest, c.seed) for c in stages} == {(manifest, 4)}
     assert [s.slot_loss_weight for s in stages] == [0.0, 3.0, 3.0, 3.0]
     assert "face_encoder" not in stages[1].trainable + stages[2].trainable  # the recipe's schedule
+    rl = load_recipe(["--seed", "4", "--out", str(tmp_path)]).rl_run()  # DE-GRPO from stage 3's final/
+    assert (rl.model_path, rl.train_manifest, rl.eval_manifest) == (str(tmp_path / "stage3" / "final"), manifest, manifest)
+    assert (rl.output_dir, rl.seed, rl.algorithm) == (str(tmp_path / "rl"), 4, "de_grpo")
+    assert load_recipe(["--rl.num_rounds", "0"]).rl_run() is None  # no RL: the demo ends at stage 3
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -184,6 +202,8 @@ def test_the_recipe_resolves_every_run_and_chains_the_checkpoints(tmp_path):
     (["--stages.3.stage", "2"], "stages.3 trains stage 2"),
     (["--synth.min_size", "8"], "need 32 <= min_size"),
     (["--face_pretrain.slot_loss_weight", "1.0"], "slot_loss_weight"),  # a stage key, not the pretraining's
+    (["--rl.num_generations", "1"], "num_generations must be ≥ 2"),
+    (["--rl.model_path", "elsewhere"], "rl.model_path: the demo's RL starts from stage 3's final/"),
 ])
 def test_a_bad_value_anywhere_in_the_recipe_stops_the_demo_before_it_writes_anything(tmp_path, capsys, override,
                                                                                      message):
@@ -241,15 +261,29 @@ def test_an_interrupted_demo_goes_on_from_where_it_stopped(quick_demo, tmp_path)
     assert "stage2: interrupted earlier: resuming" in log and "resumed from" in log
     weights = "stage3/final/model.safetensors"
     assert (out / weights).read_bytes() == (whole / weights).read_bytes(), "the resumed demo trained other weights"
+    policy = "rl/final/model.safetensors"  # and DE-GRPO after it trained the same policy
+    assert (out / policy).read_bytes() == (whole / policy).read_bytes(), "the resumed demo's RL trained another policy"
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["accuracy"] == json.loads((whole / "report" / "metrics.json").read_text())["accuracy"]
     assert metrics["kept"] == ["synth", "face_pretrain", "stage0", "stage1"]
+
+    # RL stopped after its third step (its checkpoint written, the fourth not) goes on from that checkpoint
+    step = json.loads((out / "rl" / "demo_step.json").read_text())
+    (out / "rl" / "demo_step.json").write_text(json.dumps({**step, "done": False}))
+    shutil.rmtree(out / "rl" / "final")
+    for checkpoint in (out / "rl" / "checkpoints").glob("checkpoint_*"):
+        if torch.load(checkpoint / RL_STATE_FILE, weights_only=False)["step"] > 3:
+            shutil.rmtree(checkpoint)
+    log = _demo(out).stderr
+    assert "rl: interrupted earlier: resuming" in log
+    assert (out / policy).read_bytes() == (whole / policy).read_bytes(), "the resumed RL trained another policy"
 
     # a changed config reruns from the first step it changes, and says so
     before = (out / weights).read_bytes()
     log = _demo(out, "--stages.3.optim.lr", "5e-4").stderr
     assert all(f"{step}: kept" in log for step in ("synth", "face_pretrain", "stage0", "stage1", "stage2"))
     assert "stage3: its config changed" in log
+    assert "rl: it starts from stage3, which reruns" in log
     assert (out / weights).read_bytes() != before
     assert json.loads((out / "report" / "metrics.json").read_text())["kept"] == [
         "synth", "face_pretrain", "stage0", "stage1", "stage2"]

@@ -7,9 +7,10 @@
 2. Train: the facial encoder's face-task pretraining (``favchat.train.face_pretrain``), then stages 0-3 of the
    recipe (``favchat.recipes.tiny_demo``: stage 0 teaches the from-scratch tiny LLM to read label phrases in its
    video slots; stages 1-3 follow the paper's freezing schedule with the recipe's slot loss), each from the
-   previous run's checkpoint.
-3. Evaluate on the held-out test split: answer accuracy per question group (attribute, action, emotion,
-   yes/no; read through the taxonomy lexicon) and CIDEr / ROUGE-L of the descriptions.
+   previous run's checkpoint; then DE-GRPO (``favchat.rl``) from stage 3's.
+3. Evaluate stage 3's model and the RL policy on the held-out test split: answer accuracy per question group
+   (attribute, action, emotion, yes/no; read through the taxonomy lexicon) and CIDEr / ROUGE-L of the
+   descriptions; the RL run's held-out facial reward per round.
 4. Write a report folder (metrics.json, report.md, loss and adapter-weight curves) and answer one
    question about one held-out video.
 
@@ -18,8 +19,8 @@ every run, shared values by YAML anchors. This runner only chains them: it resol
 ``out`` and gives every run the recipe's ``seed``.
 
 Run again with the same command, the demo keeps every step that finished with the same config, resumes an
-interrupted training stage from its last checkpoint (``save_every``) and an interrupted FaceSynth generation
-from its last clip; a changed config reruns from the first step it changes, and says so.
+interrupted training stage or RL run from its last checkpoint (``save_every``) and an interrupted FaceSynth
+generation from its last clip; a changed config reruns from the first step it changes, and says so.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from favchat.data.synth.generate import SynthConfig
 from favchat.recipes.tiny_demo.config import DemoStageConfig
+from favchat.rl.config import RLConfig
 from favchat.train.config import DataSection, FacePretrainConfig
 
 log = logging.getLogger("favchat.demo")
@@ -74,8 +76,11 @@ class DemoConfig:
     """The facial encoder's task pretraining, before the stages."""
     stages: dict[int, DemoStageConfig] = field(default_factory=dict)
     """The training stages by number (1-3, and optionally 0), run in order; each stage's fields are listed below."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """DE-GRPO (or GRPO) after stage 3, favchat rl's options: it starts from stage 3's final/ (leave model_path
+    unset); its manifests and output_dir are relative to out; num_rounds 0: no RL."""
     eval: EvalSection = field(default_factory=EvalSection)
-    """The held-out evaluation."""
+    """The held-out evaluation (of stage 3's model, and of the RL policy after it)."""
     progress: bool = True
     """Progress bars."""
 
@@ -93,6 +98,8 @@ class DemoConfig:
             raise ValueError(f"model.overrides: a value of the wrong type ({e})") from None
         except ValueError as e:
             raise ValueError(f"model: {e}") from None
+        if self.rl.model_path is not None:
+            raise ValueError("rl.model_path: the demo's RL starts from stage 3's final/; leave it unset")
 
     def runs(self) -> list[FacePretrainConfig | DemoStageConfig]:
         """Every run's config with its paths under ``out`` and the recipe's seed, in the order they run."""
@@ -107,6 +114,16 @@ class DemoConfig:
                                      "init_from": place(cfg.init_from), "seed": self.seed,
                                      "data": type(cfg.data)(**data)}))
         return runs
+
+    def rl_run(self) -> RLConfig | None:
+        """The RL run's config with its paths under ``out``, from the last stage's final/, with the recipe's seed
+        (None when ``rl.num_rounds`` is 0)."""
+        if not self.rl.num_rounds:
+            return None
+        out, last = Path(self.out), Path(self.stages[3].output_dir)
+        return replace(self.rl, model_path=str(out / last / "final"), output_dir=str(out / self.rl.output_dir),
+                       train_manifest=self.rl.train_manifest and str(out / self.rl.train_manifest),
+                       eval_manifest=self.rl.eval_manifest and str(out / self.rl.eval_manifest), seed=self.seed)
 
 
 def recipe_cli(name: str, quick_help: str, stage_help: bool = True) -> tuple[Callable[[Any], None],
@@ -204,16 +221,18 @@ def _mark(folder: Path, print_: str, done: bool) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Every step, then the evaluation and the report. A rerun keeps each step that finished with the same config
-    (and the same steps before it), resumes an interrupted training stage from its last checkpoint, and reruns
-    from the first step whose config changed."""
+    (and the same steps before it), resumes an interrupted training stage or RL run from its last checkpoint, and
+    reruns from the first step whose config changed."""
     from favchat.data.datasets import VideoCache
     from favchat.data.synth.generate import generate
+    from favchat.rl.trainer import RL_STATE_FILE
+    from favchat.rl.trainer import run as train_rl
     from favchat.train.metrics_log import plot_curves
     from favchat.train.toolkit import latest_checkpoint
     from favchat.train.trainer import STATE_FILE
 
     out = Path(cfg.out)
-    runs = cfg.runs()
+    runs, rl = cfg.runs(), cfg.rl_run()
     manifest_path = Path(runs[0].data.train_manifest)
     videos = VideoCache()  # each clip decoded (and its face found) once for the pretraining and every stage
 
@@ -226,21 +245,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     def run(step: FacePretrainConfig | DemoStageConfig, resume: bool) -> None:
         run_step(step, videos, progress=cfg.progress, resume=resume)
 
-    steps = [("synth", manifest_path.parent, {"clips": cfg.clips, "synth": cfg.synth}, make_clips)]
-    steps += [("face_pretrain" if isinstance(r, FacePretrainConfig) else f"stage{r.stage}", Path(r.output_dir), r, run)
-              for r in runs]
+    def run_rl(step: RLConfig, resume: bool) -> None:
+        train_rl(step, resume="latest" if resume else None, progress=cfg.progress)
+
+    steps = [("synth", manifest_path.parent, {"clips": cfg.clips, "synth": cfg.synth}, make_clips, None)]
+    steps += [("face_pretrain", Path(r.output_dir), r, run, None) if isinstance(r, FacePretrainConfig) else
+              (f"stage{r.stage}", Path(r.output_dir), r, run, STATE_FILE) for r in runs]
+    if rl is not None:
+        steps.append(("rl", Path(rl.output_dir), rl, run_rl, RL_STATE_FILE))
     timings: dict[str, float] = {}
     kept: list[str] = []
+    prints: dict[str, str] = {}
     print_, rerun_from = "", None
-    for name, folder, step, work in steps:
-        print_ = fingerprint(print_, step)
+    for name, folder, step, work, checkpoint in steps:
+        print_ = prints[name] = fingerprint(print_, step)
         state = step_state(folder, print_)
         if state == "done":
             log.info("%s: kept (%s finished with the same config)", name, folder)
             kept.append(name)
             continue
         resume = state == "interrupted" and (
-            name == "synth" or (name.startswith("stage") and latest_checkpoint(folder, STATE_FILE) is not None))
+            name == "synth" or (checkpoint is not None and latest_checkpoint(folder, checkpoint) is not None))
         if state == "changed":
             why = "its config changed" if rerun_from is None else f"it starts from {rerun_from}, which reruns"
             log.warning("%s: %s since %s was written: rerunning it (and every later step)", name, why, folder)
@@ -255,31 +280,56 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         timings[f"{name}_s"] = time.perf_counter() - t
         _mark(folder, print_, done=True)
 
-    # The answers are kept only for the same checkpoint and evaluation: the predictions file is read back, not
-    # asked again, so one from another model must go.
-    t = time.perf_counter()
-    final, evaluation = Path(runs[-1].output_dir) / "final", out / "eval"
-    print_ = fingerprint(print_, cfg.eval)
-    if step_state(evaluation, print_) == "changed":
-        shutil.rmtree(evaluation)
-    _mark(evaluation, print_, done=False)
-    metrics = evaluate_facesynth(final, manifest_path, evaluation, cfg.eval, progress=cfg.progress)
-    _mark(evaluation, print_, done=True)
-    timings["eval_s"] = time.perf_counter() - t
+    def evaluate(checkpoint: Path, folder: Path, after: str) -> dict[str, Any]:
+        """The held-out evaluation of ``checkpoint``; its answers are kept only for the same checkpoint and
+        evaluation (the predictions file is read back, not asked again, so one from another model must go)."""
+        key = fingerprint(prints[after], cfg.eval)
+        if step_state(folder, key) == "changed":
+            shutil.rmtree(folder)
+        _mark(folder, key, done=False)
+        t = time.perf_counter()
+        result = evaluate_facesynth(checkpoint, manifest_path, folder, cfg.eval, progress=cfg.progress)
+        timings[f"{folder.name}_s"] = time.perf_counter() - t
+        _mark(folder, key, done=True)
+        return result
+
+    last = Path(runs[-1].output_dir) / "final"
+    metrics = evaluate(last, out / "eval", f"stage{runs[-1].stage}")
+    metrics["checkpoint"] = str(last)
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    if rl is not None:
+        metrics["rl"] = {**evaluate(Path(rl.output_dir) / "final", out / "eval_rl", "rl"),
+                         **rl_figures(Path(rl.output_dir) / "metrics.csv"), "algorithm": rl.algorithm,
+                         "checkpoint": str(Path(rl.output_dir) / "final")}
+        shutil.copyfile(Path(rl.output_dir) / "reward_per_round.png", report / "rl_reward.png")
     metrics["timings"] = timings
     metrics["kept"] = kept
-    metrics["checkpoint"] = str(final)
     metrics["face_pretrain"] = json.loads((Path(runs[0].output_dir) / "report.json").read_text()).get("val")
 
     curves = {("facial encoder" if isinstance(r, FacePretrainConfig) else f"stage {r.stage}"):
               Path(r.output_dir) / "metrics.csv" for r in runs}
-    report = out / "report"
-    report.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, report / "loss.png", keys=("loss",), title="training loss per stage")
     plot_curves(curves, report / "adapter_weights.png", keys=("w_g", "w_f"), title="adapter weights (general, facial)")
     (report / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (report / "report.md").write_text(render_report(metrics))
     return metrics
+
+
+def rl_figures(metrics_csv: Path) -> dict[str, Any]:
+    """What the RL run's log says per round: the held-out facial reward (before RL, then after each round), the
+    mean facial reward of the round's sampled responses, and the samples removed and reward decays so far."""
+    import csv
+
+    rows = list(csv.DictReader(metrics_csv.open()))
+    heldout = [float(r["heldout_reward"]) for r in rows if r.get("heldout_reward")]
+    steps = [r for r in rows if r.get("facial_reward")]
+    rounds = sorted({int(float(r["round"])) for r in steps})
+    last = steps[-1] if steps else {}
+    return {"heldout_reward": heldout, "steps": len(steps),
+            "train_reward": [sum(float(r["facial_reward"]) for r in steps if int(float(r["round"])) == k)
+                             / sum(int(float(r["round"])) == k for r in steps) for k in rounds],
+            "removed": int(float(last.get("removed") or 0)), "decay_events": int(float(last.get("decay_events") or 0))}
 
 
 def run_chain(runs: Sequence[FacePretrainConfig | DemoStageConfig], videos: Any, timings: dict[str, float],
@@ -386,6 +436,8 @@ def render_report(m: dict[str, Any]) -> str:
         c = m["captions"]
         lines += ["", "## Descriptions", "", "| CIDEr | ROUGE-L | n |", "|---|---|---|",
                   f"| {c['cider']:.3f} | {c['rouge_l']:.3f} | {c['n']} |"]
+    if m.get("rl"):
+        lines += render_rl(m)
     if m.get("face_pretrain"):
         lines += ["", "## Facial encoder pretraining (its label heads on the val split)", "",
                   "| labels | accuracy |", "|---|---|"]
@@ -396,5 +448,26 @@ def render_report(m: dict[str, Any]) -> str:
     lines += [f"- {k}: {v:.1f} s" for k, v in m["timings"].items()]
     if m.get("kept"):
         lines.append(f"- kept from an earlier run with the same config: {', '.join(m['kept'])}")
-    lines += ["", "Curves: `loss.png`, `adapter_weights.png`."]
+    lines += ["", "Curves: `loss.png`, `adapter_weights.png`" + (", `rl_reward.png`." if m.get("rl") else ".")]
     return "\n".join(lines) + "\n"
+
+
+def render_rl(m: dict[str, Any]) -> list[str]:
+    """The report's RL section: the answers before and after RL, and the facial reward per round."""
+    r = m["rl"]
+    name = {"de_grpo": "DE-GRPO", "grpo": "GRPO"}[r["algorithm"]]
+    lines = ["", f"## After RL ({name})", "",
+             f"The same held-out questions asked of the RL policy (`{r['checkpoint']}`), beside stage 3's model.", "",
+             "| question type | stage 3 | after RL | n |", "|---|---|---|---|"]
+    for t, v in r["accuracy"].items():
+        lines.append(f"| {t} | {100 * m['accuracy'][t]['accuracy']:.1f}% | {100 * v['accuracy']:.1f}% | {v['n']} |")
+    if r["captions"]:
+        lines += ["", f"Descriptions: CIDEr {m['captions']['cider']:.3f} -> {r['captions']['cider']:.3f}, ROUGE-L "
+                      f"{m['captions']['rouge_l']:.3f} -> {r['captions']['rouge_l']:.3f}."]
+    held = r["heldout_reward"]
+    lines += ["", f"Facial reward of the held-out descriptions (greedy): {held[0]:.4f} before RL"
+                  + "".join(f", {v:.4f} after round {k}" for k, v in enumerate(held[1:], 1)) + ".",
+              "Facial reward of the sampled responses, mean of each round: "
+              + " -> ".join(f"{v:.4f}" for v in r["train_reward"])
+              + f" ({r['steps']} steps; samples removed {r['removed']}, reward decays {r['decay_events']})."]
+    return lines

@@ -89,10 +89,11 @@ class RLTrainer:
     """
 
     def __init__(self, config: RLConfig, model=None, processor=None, train_samples: list[RLSample] | None = None,
-                 eval_samples: list[RLSample] | None = None, load_video=None):
+                 eval_samples: list[RLSample] | None = None, load_video=None, progress: bool = True):
         from accelerate.utils import set_seed
 
         self.cfg = cfg = config
+        self.progress = progress  # progress bars (on the main process)
         self.acc = toolkit.make_accelerator(cfg.output_dir, find_unused_parameters=True)
         self.out = Path(cfg.output_dir)
         # The seed governs the rollouts' sampling and the value head's initialisation, not only the data order.
@@ -172,7 +173,8 @@ class RLTrainer:
     def preload_videos(self) -> None:
         """Decode every pool and held-out video now, as far as the cache holds them (timings then measure
         training, not decoding)."""
-        for s in tqdm(self.pool + self.eval_pool, desc="decode videos", disable=not self.acc.is_main_process):
+        for s in tqdm(self.pool + self.eval_pool, desc="decode videos",
+                      disable=not (self.progress and self.acc.is_main_process)):
             self.videos(s)
 
     def _prompt_batch(self, samples: list[RLSample], videos: list | None = None) -> dict[str, torch.Tensor]:
@@ -476,7 +478,7 @@ class RLTrainer:
             if cfg.max_steps and self.step >= cfg.max_steps:  # stopped at a round's end: that round saved it
                 break
             bar = tqdm(total=per_round, initial=self.round_step, desc=f"{cfg.algorithm} round {self.round + 1}",
-                       disable=not self.acc.is_main_process)
+                       disable=not (self.progress and self.acc.is_main_process))
             while self.round_step < per_round:
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     done = True
@@ -527,9 +529,9 @@ class RLTrainer:
         self.acc.wait_for_everyone()
 
 
-def run(config: RLConfig, resume: str | None = None) -> dict[str, Any]:
+def run(config: RLConfig, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Build the trainer from a config, train, and save the final policy under ``output_dir/final``."""
-    trainer = RLTrainer(config)
+    trainer = RLTrainer(config, progress=progress)
     result = trainer.train(resume=resume)
     trainer.save_model(Path(config.output_dir) / "final")
     return result
