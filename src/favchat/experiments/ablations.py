@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -246,9 +247,8 @@ def _correct(items: list[Any]) -> dict[str, dict[str, bool]]:
 
 def _stats(values: list[float]) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds (0 for one seed), and the values."""
-    mean = sum(values) / len(values)
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return {"mean": mean, "sd": sd, "values": values}
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
 
 
 def _verdict(ci: list[float]) -> str:
