@@ -49,6 +49,19 @@ def test_eval_facesynth_with_checkpoint_and_judge(checkpoint, manifest, tmp_path
     assert main(argv) == 0 and len(stub.requests) == sent  # answers and judge results both resumed
 
 
+def test_batched_answers_equal_the_answers_one_by_one(checkpoint, manifest):
+    from favchat.data.manifest import read_manifest
+    from favchat.eval.predict import ModelPredictor, VideoRef
+
+    clip = read_manifest(manifest)[0]
+    video = VideoRef(clip.video_path, clip.frame_range)
+    questions = [qa.question for qa in clip.qa]
+    assert len({len(q) for q in questions}) > 2  # prompts of different lengths: the batch is left-padded
+    pred = ModelPredictor(checkpoint, max_new_tokens=12)
+    one_by_one = [pred(video, q) for q in questions]
+    assert pred.answer_all(video, questions) == one_by_one and len(set(one_by_one)) > 1
+
+
 def test_eval_dfew_folder_with_checkpoint(checkpoint, tmp_path, capsys):
     root = tmp_path / "dfew"
     synth = {"angry": "anger"}

@@ -3,7 +3,8 @@ a resumable predictions JSONL.
 
 Everything that scores answers takes a ``Predictor`` — any callable ``(video, question) -> answer`` — so the
 metric, judge and report code runs (and is tested) without a model. ``ModelPredictor`` wraps a FaVChat
-checkpoint through the model package's public API.
+checkpoint through the model package's public API; it also answers all the questions about one video in one
+batch (``answer_all``), which ``predict`` uses for the questions that come in a row about the same video.
 
 Predictions are appended to a JSONL file as they are produced (one ``{"id", "question", "answer", ...}``
 line each, written crash-safe by ``ManifestWriter``); a rerun skips the ids already in the file.
@@ -63,7 +64,7 @@ class ModelPredictor:
         self.num_frames, self.max_new_tokens, self.device_name = num_frames, max_new_tokens, device
         self.model: Any = None
         self.processor: Any = None
-        self._video: tuple[VideoRef, Any, Any] | None = None  # the last video asked about: frames, tower states
+        self._video: tuple[VideoRef, Any] | None = None  # the last video asked about and its tower states
 
     def load(self) -> None:
         """Load the checkpoint; done on the first question, so a fully resumed run never loads the model."""
@@ -78,23 +79,26 @@ class ModelPredictor:
         self.processor = FaVChatProcessor.from_pretrained(self.path, **frames)
 
     def __call__(self, video: VideoRef, question: str) -> str:
+        return self.answer_all(video, [question])[0]
+
+    def answer_all(self, video: VideoRef, questions: Sequence[str]) -> list[str]:
+        """Greedy answers to ``questions`` about one video, generated as one left-padded batch."""
         import torch
 
         if self.model is None:
             self.load()
-        # The questions about one video come in a row: its frames and tower states are kept for the next one.
+        # The questions about one video come in a row: its tower states are kept for the next ones.
         if self._video is None or self._video[0] != video:
             frames = self.processor.load_video(video.path, frame_range=video.frame_range)
-            self._video = (video, frames, None)
-        _, frames, features = self._video
-        batch = self.processor(videos=[frames], questions=[question]).to(self.device)
+            pixels = self.processor.video_processor([frames]).to(self.device)
+            with torch.inference_mode():
+                states = self.model.encode_video(pixels["general_pixel_values"], pixels.get("face_pixel_values"))
+            self._video = (video, states)
+        batch = self.processor(videos=None, questions=list(questions)).to(self.device)
         with torch.inference_mode():
-            if features is None:
-                features = self.model.encode_video(batch["general_pixel_values"], batch.get("face_pixel_values"))
-                self._video = (video, frames, features)
-            new_ids = self.model.generate(**batch, video_features=features, max_new_tokens=self.max_new_tokens,
-                                          do_sample=False)  # (1, L)
-        return self.processor.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
+            new_ids = self.model.generate(**batch, video_features=self._video[1].repeat_interleave(len(questions)),
+                                          max_new_tokens=self.max_new_tokens, do_sample=False)  # (n, L)
+        return [a.strip() for a in self.processor.batch_decode(new_ids, skip_special_tokens=True)]
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -117,21 +121,43 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 def predict(predictor: Predictor, requests: Sequence[Request], path: str | os.PathLike,
-            desc: str = "predict", progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Answer every request, appending to ``path`` as it goes; ids already in ``path`` are not asked again."""
+            desc: str = "predict", progress: bool = True, batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """Answer every request, appending to ``path`` as it goes; ids already in ``path`` are not asked again.
+    A predictor with ``answer_all(video, questions)`` gets up to ``batch_size`` questions in a row about one
+    video at once."""
     from tqdm.auto import tqdm
 
     ids = [r.id for r in requests]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate request ids")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    answer_all = getattr(predictor, "answer_all", None)
     with ManifestWriter(path) as w:
         todo = [r for r in requests if r.id not in w]
         if len(todo) < len(requests):
             log.info("%s: %d of %d answers resumed from %s", desc, len(requests) - len(todo), len(requests), path)
-        for r in tqdm(todo, desc=desc, disable=not progress):
-            answer = predictor(r.video, r.question)
-            if not isinstance(answer, str):
-                raise TypeError(f"the predictor returned {type(answer).__name__}, expected str")
-            w.add({"id": r.id, "question": r.question, "answer": answer, **r.extra})
+        with tqdm(total=len(todo), desc=desc, disable=not progress) as bar:
+            for run in _same_video_runs(todo, batch_size if answer_all else 1):
+                questions = [r.question for r in run]
+                answers = answer_all(run[0].video, questions) if answer_all else [predictor(run[0].video, questions[0])]
+                if len(answers) != len(run):
+                    raise ValueError(f"the predictor gave {len(answers)} answers to {len(run)} questions")
+                for r, answer in zip(run, answers, strict=True):
+                    if not isinstance(answer, str):
+                        raise TypeError(f"the predictor returned {type(answer).__name__}, expected str")
+                    w.add({"id": r.id, "question": r.question, "answer": answer, **r.extra})
+                bar.update(len(run))
     done = read_predictions(path)
     return {i: done[i] for i in ids}
+
+
+def _same_video_runs(requests: Sequence[Request], size: int) -> list[list[Request]]:
+    """The requests in order, cut into runs of at most ``size`` that ask about the same video."""
+    runs: list[list[Request]] = []
+    for r in requests:
+        if runs and len(runs[-1]) < size and runs[-1][0].video == r.video:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
