@@ -162,6 +162,8 @@ def test_config_rejects_bad_combinations():
         RLConfig(tau_low=0.9, tau_high=0.8)
     with pytest.raises(ValueError, match="num_generations"):
         RLConfig(num_generations=1)
+    with pytest.raises(ValueError, match="log_every must be ≥ 1"):
+        RLConfig(log_every=0)
     with pytest.raises(ValueError, match="de_grpo needs reward: facial"):
         RLConfig(algorithm="de_grpo", reward="format_length")
     with pytest.raises(ConfigError, match="'bogus' is not accepted"):
@@ -280,7 +282,7 @@ def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, fac
                        num_workers=0)
         return RLTrainer(cfg, model=copy.deepcopy(model), processor=proc, train_samples=pool)
 
-    straight = trainer(tmp_path / "a", save_every=7)  # also a checkpoint at step 7, inside round 2
+    straight = trainer(tmp_path / "a", save_every=2)  # also checkpoints inside the rounds
     assert straight.steps_per_round() == 5  # 5 passes over 8 samples in batches of 8
     res = straight.train()
     st = straight.state
@@ -289,8 +291,11 @@ def test_default_de_grpo_removes_and_decays_then_resumes_mid_round(tmp_path, fac
     assert st.times_decayed.sum() > 0, f"no reward decayed: h = {st.h.tolist()}"
     assert [r for r in res["history"] if "pool_size" in r][-1]["pool_size"] < len(pool)
 
-    inside_round_2 = next(c for c in (tmp_path / "a" / "checkpoints").iterdir()
-                          if torch.load(c / "rl_state.pt", weights_only=False)["step"] == 7)
+    saved = {torch.load(c / "rl_state.pt", weights_only=False)["step"]: c
+             for c in (tmp_path / "a" / "checkpoints").iterdir()}
+    # every 2 steps and every round's end (5, 10, 15), step 10 once
+    assert sorted(saved) == [2, 4, 5, 6, 8, 10, 12, 14, 15] and len(saved) == 9
+    inside_round_2 = saved[8]
     resumed = trainer(tmp_path / "b")
     resumed.train(resume=inside_round_2)
     assert resumed.step == 15
@@ -324,6 +329,18 @@ def test_videos_decoded_in_workers_train_the_same(tmp_path, samples):
     for (n, p), (_, q) in zip(runs[0]._policy().named_parameters(), runs[1]._policy().named_parameters(), strict=True):
         assert torch.equal(p, q), n
     assert len(runs[1].videos) == 1
+
+
+def test_console_gets_every_log_every_step_and_every_heldout_reward(tmp_path, samples, caplog):
+    from favchat.train.metrics_log import read_metrics
+
+    tr = _trainer(tmp_path, samples, max_steps=4, log_every=2)
+    with caplog.at_level("INFO", logger="favchat.train"):
+        tr.train()
+    printed = [r.getMessage().split(" |")[0] for r in caplog.records if r.getMessage().startswith("step ")]
+    # the start's and the end's held-out reward (steps 0 and 4), and training steps 2 and 4
+    assert printed == ["step 0", "step 2", "step 4", "step 4"]
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "metrics.csv")] == [0, 1, 2, 3, 4, 4]  # every row
 
 
 def test_metrics_csv_widens_for_the_training_rows_after_the_heldout_row(tmp_path):

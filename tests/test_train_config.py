@@ -55,6 +55,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
         (BASE, ["--stage", "2"], r"stage 2 starts from the stage-1 checkpoint"),
         (BASE, ["--schedule.1", "[vision_tower]"], r"unknown components \['vision_tower'\]"),
         ({}, [], r"data.train_manifest is required"),
+        (BASE, ["--save_every", "0"], r"log_every, save_every and keep_checkpoints must be >= 1"),
         (BASE, ["--optim.lr"], r"expected one argument"),
     ],
 )

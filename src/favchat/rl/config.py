@@ -182,6 +182,7 @@ class RLConfig:
         need(self.adv_std_floor >= 0.0, "adv_std_floor must be ≥ 0")
         need(self.num_iterations >= 1, "num_iterations must be ≥ 1")
         need(self.num_rounds >= 0, "num_rounds must be ≥ 0 (0: only score the starting model)")
+        need(self.log_every >= 1, "log_every must be ≥ 1")
         need(self.round_passes >= 1, "round_passes must be ≥ 1")
         need(bool(self.question_types) and set(self.question_types) <= set(QUESTION_TYPES),
              f"question_types must be a non-empty subset of {list(QUESTION_TYPES)}, got {self.question_types}")

@@ -449,8 +449,10 @@ class RLTrainer:
         return active[torch.randperm(len(active), generator=g)]
 
     def _log(self, row: dict[str, float]) -> None:
+        """A row of metrics.csv; on the console too every ``log_every`` steps and for every held-out reward."""
         self.history.append({"step": self.step, **row})
-        self.acc.log(row, step=self.step)
+        console = "heldout_reward" in row or self.step % self.cfg.log_every == 0
+        self.acc.log(row, step=self.step, log_kwargs={"csv": {"console": console}})
 
     def train(self, resume: str | Path | None = None) -> dict[str, Any]:
         """Run the rounds (or up to ``max_steps``); returns the final metrics and the checkpoint path."""
@@ -500,8 +502,8 @@ class RLTrainer:
                     row["heldout_reward"] = self.evaluate()
                 self._log(row)
                 bar.update(1)
-                if cfg.save_every and self.step % cfg.save_every == 0:
-                    last = self.save()
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.round_step < per_round:
+                    last = self.save()  # (a round's last step is saved at the round's end, below)
             bar.close()
             if done:  # stopped inside a round (max_steps, or an empty pool): the final model is scored too
                 if self.step:

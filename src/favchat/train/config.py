@@ -149,6 +149,8 @@ class TrainConfig:
                              f"set init_from (e.g. --init_from runs/stage{self.stage - 1}/final)")
         if self.optim.max_steps < 1 or self.optim.batch_size < 1 or self.optim.grad_accum < 1:
             raise ValueError("optim.max_steps, optim.batch_size and optim.grad_accum must be >= 1")
+        if self.log_every < 1 or self.save_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("log_every, save_every and keep_checkpoints must be >= 1")
         if not self.data.train_manifest:
             raise ValueError("data.train_manifest is required")
 
@@ -184,5 +186,7 @@ class FacePretrainConfig:
     """Optimizer steps between log rows."""
 
     def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError("log_every must be >= 1")
         if not self.data.train_manifest:
             raise ValueError("data.train_manifest is required")

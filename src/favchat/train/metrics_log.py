@@ -14,7 +14,8 @@ log = logging.getLogger("favchat.train")
 
 class CSVTracker(GeneralTracker):
     """accelerate's tracker interface over ``metrics.csv``: one row per logged step (a resumed run keeps
-    appending to the same file), each row also logged to the console. accelerate calls it on the main
+    appending to the same file), each row also logged to the console unless the call says ``console=False``
+    (``accelerator.log(..., log_kwargs={"csv": {"console": False}})``). accelerate calls it on the main
     process only."""
 
     name = "csv"
@@ -33,7 +34,7 @@ class CSVTracker(GeneralTracker):
     def store_init_configuration(self, values: dict[str, Any]) -> None:
         pass  # the loops write their config themselves (favchat.train.toolkit.save_config)
 
-    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+    def log(self, values: dict[str, Any], step: int | None = None, console: bool = True, **kwargs: Any) -> None:
         row = {"step": step, **values}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._fields is None and self.path.exists() and self.path.stat().st_size:
@@ -52,7 +53,8 @@ class CSVTracker(GeneralTracker):
                 csv.writer(f).writerows([self._fields, *(r + [""] * len(new) for r in rows)])
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in self._fields])
-        log.info("step %s | %s", step, " | ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+        if console:
+            log.info("step %s | %s", step, " | ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
 
 
 def _fmt(v: Any) -> str:
