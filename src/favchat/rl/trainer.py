@@ -384,13 +384,15 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean facial reward (uniform λ, greedy decoding) over the held-out samples; NaN without any."""
-        if not self.eval_pool:
+    def evaluate(self, samples: list[RLSample] | None = None) -> float:
+        """Mean facial reward (uniform λ, greedy decoding) over ``samples`` (default: the held-out ones); NaN
+        without any."""
+        samples = self.eval_pool if samples is None else samples
+        if not samples:
             return float("nan")
         from accelerate.utils import gather_object
 
-        mine = self.eval_pool[self.acc.process_index:: self.acc.num_processes]
+        mine = samples[self.acc.process_index:: self.acc.num_processes]
         vals: list[float] = []
         for s in range(0, len(mine), self.cfg.batch_size):
             chunk = mine[s: s + self.cfg.batch_size]
