@@ -34,18 +34,18 @@ def main() -> None:
 
     from favchat.config import load_config
     from favchat.data.synth import SynthConfig, generate
-    from favchat.demo import load_demo_config
-    from favchat.train.config import DEFAULT_SCHEDULE, ModelSection, TrainConfig
+    from favchat.demo import load_recipe
+    from favchat.train.config import TrainConfig
     from favchat.train.trainer import build_model, train
 
-    demo = load_demo_config(quick=False)
-    schedule = {k: list(v) for k, v in DEFAULT_SCHEDULE.items()} | {k: list(v) for k, v in demo.schedule.items()}
+    demo = load_recipe().stages[2]  # the packaged demo's model and freezing schedule
+    schedule = {k: list(v) for k, v in demo.schedule.items()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = generate(SynthConfig(seed=0, min_frames=16, max_frames=24, min_size=64, max_size=80), args.clips,
                             tmp / "data", workers=2, progress=False)
         torch.manual_seed(0)
-        model, processor = build_model(None, ModelSection(**demo.model))
+        model, processor = build_model(None, demo.model)
         model.save_pretrained(tmp / "init")
         processor.save_pretrained(tmp / "init")
         print(f"{args.clips} clips, {args.steps} steps of {args.batch} per run, {torch.get_num_threads()} threads "

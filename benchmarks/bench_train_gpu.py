@@ -57,15 +57,15 @@ def main() -> None:
 
     import torch
 
-    from favchat.config import load_config
+    from favchat.config import load_config, to_dict
     from favchat.data.synth.generate import SynthConfig, generate
-    from favchat.demo import load_demo_config
+    from favchat.demo import load_recipe
     from favchat.train.config import TrainConfig
     from favchat.train.trainer import train
 
     cuda = torch.cuda.is_available()
     model = ({"preset": "tiny", "overrides": large_overrides()} if args.scale == "large"
-             else load_demo_config(quick=False).model)
+             else to_dict(load_recipe().stages[2].model))
     log_every = max(1, args.steps // 4)
     device = torch.cuda.get_device_name() if cuda else "CPU (no GPU memory figures)"
     print(f"{device}, torch {torch.__version__}; scale {args.scale}, precision {args.precision}, gradient "

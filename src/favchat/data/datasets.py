@@ -117,6 +117,11 @@ class _ClipDataset(Dataset, abc.ABC):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def text_lengths(self) -> list[int]:
+        """Each sample's question and answer length in characters (what ``data.group_by_length`` sorts by: the
+        prompt's other tokens are the same in every sample)."""
+        return [len(s.question) + len(s.answer or "") for s in self.samples]
+
     def __getitem__(self, idx: int) -> dict[str, Any] | Skipped:
         s = self.samples[idx]
         try:

@@ -182,7 +182,8 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
 
     model.train()
     batches = toolkit.epoch_batches(dataset, cfg.optim.batch_size, collate, cfg.seed, accelerator,
-                                    cfg.data.num_workers, epoch, batch_in_epoch)
+                                    cfg.data.num_workers, epoch, batch_in_epoch,
+                                    lengths=dataset.text_lengths() if cfg.data.group_by_length else None)
     window = _new_window()
     t0 = time.perf_counter()
     while step < cfg.optim.max_steps:
