@@ -1,43 +1,29 @@
-"""The demo's facial encoder (EfficientNet-Lite0 at 64 px) on frames in the two memory layouts.
+"""The demo's facial encoder (EfficientNet-Lite0 at 64 px) with its "SAME" padding as the package writes it
+and folded into the convolutions (``favchat.model.vision.fold_same_padding``, what the tower uses).
 
     python benchmarks/bench_face_tower.py [--batch 32] [--frames 8] [--repeats 3] [--threads 2]
 
-``EfficientNetLiteTower`` hands its frames to the convolutions channels-last; this measures why, in one run:
-a training step (forward and backward of every block the low level reads, as the encoder's pretraining
-does) and a frozen forward (what the trainers' frozen-tower cache and the evaluation run), with the frames
-contiguous (NCHW) and channels-last (NHWC). Prints the best of ``--repeats`` after a warm-up, in seconds,
-the ratio, and the largest difference between the two layouts' states.
+Times a training step (forward and backward through the blocks the demo's low level reads, as the encoder's
+pretraining runs them) and a frozen forward (what the trainers' frozen-tower cache and the evaluation run) of
+both on the same weights and the same channels-last frames (the layout the processor gives), alternating
+the two so that a machine's load falls on both alike. Prints the best of ``--repeats`` after a warm-up, the
+ratio, and the largest difference between the two's outputs (zero: the padding is the same zeros).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
 
 
-def states(tower, frames: torch.Tensor) -> list[torch.Tensor]:
-    """The tower's stem and MBConv blocks on (N, 3, H, W) frames as given: what ``_states`` runs, without the
-    layout it chooses."""
-    m = tower.model
-    x = m._swish(m._bn0(m._conv_stem(frames)))
-    out = []
-    for i, block in enumerate(m._blocks):
+def features(model, frames: torch.Tensor, blocks: int) -> torch.Tensor:
+    x = model._swish(model._bn0(model._conv_stem(frames)))
+    for block in model._blocks[:blocks]:
         x = block(x)
-        if i in tower._stage_ends:
-            out.append(x)
-    return out
-
-
-def best(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return x
 
 
 def main() -> None:
@@ -46,46 +32,52 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8, help="face frames per clip")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from favchat.demo import load_recipe
     from favchat.model.configuration import FaVChatConfig
     from favchat.model.modeling import FaVChatForConditionalGeneration
+    from favchat.model.vision import fold_same_padding
 
     section = load_recipe().stages[2].model  # the packaged demo's model
     cfg = FaVChatConfig.from_preset(section.preset, **section.overrides)
-    tower = FaVChatForConditionalGeneration(cfg).face_encoder.to(args.device).train()
+    tower = FaVChatForConditionalGeneration(cfg).face_encoder  # built with its padding folded
+    folded = tower.model
+    padded = copy.deepcopy(folded)  # the package's padding put back, on the same weights
+    for conv in padded.modules():
+        if isinstance(conv, torch.nn.Conv2d) and conv.padding != (0, 0):
+            top, left = conv.padding
+            conv.padding, conv.static_padding = (0, 0), torch.nn.ZeroPad2d((left, left, top, top))
+    assert fold_same_padding(copy.deepcopy(padded)) > 0
+    blocks = tower._stage_ends[max(tower.blocks) - 1] + 1  # up to the last stage the low level reads
     size = cfg.face_vision_config.image_size
-    frames = torch.randn(args.batch * args.frames, 3, size, size, generator=torch.Generator().manual_seed(0))
-    frames = frames.to(args.device)
-    sync = torch.cuda.synchronize if frames.is_cuda else (lambda: None)
-    layouts = {"contiguous": frames.contiguous(), "channels-last": frames.contiguous(memory_format=torch.channels_last)}
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(args.batch * args.frames, size, size, 3, generator=g).permute(0, 3, 1, 2)
 
-    def train_step(x):
-        def run():
-            tower.zero_grad(set_to_none=True)
-            sum(s.mean() for s in states(tower, x)).backward()
-            sync()
-        return run
+    def train_step(model):
+        model.train().zero_grad(set_to_none=True)
+        features(model, frames, blocks).mean().backward()
 
-    def frozen(x):
-        def run():
-            with torch.no_grad():
-                states(tower, x)
-            sync()
-        return run
+    def frozen(model):
+        with torch.no_grad():
+            features(model.eval(), frames, blocks)
 
-    print(f"{args.batch} clips x {args.frames} frames at {size} px, {args.device}, {torch.get_num_threads()} threads")
-    for what, make in (("training step", train_step), ("frozen forward", frozen)):
-        secs = {name: best(make(x), args.repeats) for name, x in layouts.items()}
-        print(f"{what:15s} contiguous {secs['contiguous']:.3f} s, channels-last {secs['channels-last']:.3f} s: "
-              f"x{secs['contiguous'] / secs['channels-last']:.2f}")
-    tower.eval()
+    print(f"{args.batch} clips x {args.frames} frames at {size} px, {torch.get_num_threads()} threads")
+    for what, run in (("training step", train_step), ("frozen forward", frozen)):
+        best = {"padded": float("inf"), "folded": float("inf")}
+        for name, model in (("padded", padded), ("folded", folded)):
+            run(model)  # warm-up
+        for _ in range(args.repeats):
+            for name, model in (("padded", padded), ("folded", folded)):
+                t = time.perf_counter()
+                run(model)
+                best[name] = min(best[name], time.perf_counter() - t)
+        print(f"{what:15s} padded {best['padded']:.3f} s, folded {best['folded']:.3f} s: "
+              f"x{best['padded'] / best['folded']:.2f}")
     with torch.no_grad():
-        diff = max((a - b).abs().max().item() for a, b in zip(*(states(tower, x) for x in layouts.values()), strict=True))
-    print(f"largest difference between the layouts' states (eval mode): {diff:.2e}")
+        diff = (features(padded.eval(), frames, blocks) - features(folded.eval(), frames, blocks)).abs().max()
+    print(f"largest difference between the two's outputs: {diff.item():.1e}")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def test_predictions_resume_and_errors(dfew_root, tmp_path):
         read_predictions(tmp_path / "bad.jsonl")
 
 
-def test_predict_batches_the_questions_in_a_row_about_one_video(dfew_root, tmp_path):
+def test_predict_asks_a_batching_predictor_in_batches_in_order(dfew_root, tmp_path):
     sad, happy = (VideoRef(next(dfew_root.glob(f"{c}/*.mp4"))) for c in ("sad", "happy"))
 
     class Batched:
@@ -176,21 +176,21 @@ def test_predict_batches_the_questions_in_a_row_about_one_video(dfew_root, tmp_p
             self.batches = []
 
         def __call__(self, video, question):
-            raise AssertionError("a predictor with answer_all is asked in batches")
+            raise AssertionError("a predictor with answer_batch is asked in batches")
 
-        def answer_all(self, video, questions):
-            self.batches.append((video.path.parent.name, list(questions)))
-            return [q.upper() for q in questions]
+        def answer_batch(self, items):
+            self.batches.append([(video.path.parent.name, q) for video, q in items])
+            return [q.upper() for _, q in items]
 
-    videos = [sad, sad, sad, happy, happy, sad]
+    videos = [sad, sad, sad, happy, happy]
     reqs = [Request(f"r{i}", v, f"q{i}") for i, v in enumerate(videos)]
     pred = Batched()
     out = predict(pred, reqs, tmp_path / "p.jsonl", progress=False, batch_size=2)
-    assert pred.batches == [("sad", ["q0", "q1"]), ("sad", ["q2"]), ("happy", ["q3", "q4"]), ("sad", ["q5"])]
-    assert [out[f"r{i}"]["answer"] for i in range(6)] == [f"Q{i}" for i in range(6)]
-    pred.answer_all = lambda video, questions: ["only one"]
+    assert pred.batches == [[("sad", "q0"), ("sad", "q1")], [("sad", "q2"), ("happy", "q3")], [("happy", "q4")]]
+    assert [out[f"r{i}"]["answer"] for i in range(5)] == [f"Q{i}" for i in range(5)]
+    pred.answer_batch = lambda items: ["only one"]
     with pytest.raises(ValueError, match="gave 1 answers to 2 questions"):
-        predict(pred, [Request("x1", sad, "a"), Request("x2", sad, "b")], tmp_path / "q.jsonl", progress=False)
+        predict(pred, [Request("x1", sad, "a"), Request("x2", happy, "b")], tmp_path / "q.jsonl", progress=False)
     assert read_predictions(tmp_path / "q.jsonl") == {}
 
 

@@ -54,18 +54,21 @@ def test_batched_answers_equal_the_answers_one_by_one(checkpoint, manifest):
     from favchat.data.manifest import read_manifest
     from favchat.eval.predict import ModelPredictor, VideoRef
 
-    clip = read_manifest(manifest)[0]
-    video = VideoRef(clip.video_path, clip.frame_range)
-    questions = [qa.question for qa in clip.qa]
-    assert len({len(q) for q in questions}) > 2  # prompts of different lengths: the batch is left-padded
+    clips = read_manifest(manifest)[:2]
+    # two videos' questions in one batch: prompts of different lengths (left-padded) and features of either video
+    items = [(VideoRef(c.video_path, c.frame_range), qa.question) for c in clips for qa in c.qa[:4]]
+    assert len({len(q) for _, q in items}) > 2 and len({v for v, _ in items}) == 2
     pred = ModelPredictor(checkpoint, max_new_tokens=12)
     pred.load()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # weights of our own, whatever seed the fixture had: answers that differ by question
         for p in pred.model.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=g))
-    one_by_one = [pred(video, q) for q in questions]
-    assert pred.answer_all(video, questions) == one_by_one and len(set(one_by_one)) > 1
+    one_by_one = [pred(v, q) for v, q in items]
+    assert pred.answer_batch(items) == one_by_one and len(set(one_by_one)) > 1
+    # the same questions asked about the other video get other answers: each row reads its own video's features
+    swapped = [(items[-1][0] if v == items[0][0] else items[0][0], q) for v, q in items]
+    assert pred.answer_batch(swapped) != one_by_one
 
 
 def test_eval_dfew_folder_with_checkpoint(checkpoint, tmp_path, capsys):

@@ -154,8 +154,8 @@ def test_cached_frozen_towers_train_the_same_weights(tmp_path, manifest, stages,
     made = []
 
     class Recorder(trainer.FrozenTowerCache):
-        def __init__(self, model):
-            super().__init__(model)
+        def __init__(self, model, stores=None):
+            super().__init__(model, stores)
             made.append(self)
 
     monkeypatch.setattr(trainer, "FrozenTowerCache", Recorder)
@@ -172,6 +172,46 @@ def test_cached_frozen_towers_train_the_same_weights(tmp_path, manifest, stages,
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
     assert any(not torch.equal(a[k], stages[stage][1][k]) for k in a if _component(k) == "general_encoder") \
         == (stage == 2)  # the general tower did train in stage 2
+
+
+def test_a_frozen_towers_states_are_shared_by_the_stages_of_a_process(tmp_path, manifest, stages, monkeypatch):
+    """The demo's facial encoder is frozen in stages 2 and 3 (here): stage 3 reads the states stage 2 computed,
+    through the process's VideoCache, and trains the weights it trains when it computes them itself."""
+    from favchat import FaVChatForConditionalGeneration, FaVChatProcessor
+    from favchat.data.datasets import VideoCache
+    from favchat.train.config import DEFAULT_SCHEDULE
+
+    schedule = {k: [c for c in v if c != "face_encoder"] for k, v in DEFAULT_SCHEDULE.items()}
+    kw = {"schedule": schedule, "optim.max_steps": 6, "deterministic": True, "cache_frozen_towers": True,
+          "data.cache_videos": True}
+    videos, apart = VideoCache(), VideoCache()
+    two = train(_cfg(tmp_path, manifest, 2, "two", init_from=str(stages[1][2].final_dir), **kw), video_cache=videos)
+    processor = FaVChatProcessor.from_pretrained(two.final_dir)
+
+    def face_clips(cache, model):  # the clips whose facial states the cache holds for this model's facial encoder
+        return set(cache.tower_states("face", model.face_encoder, processor, str(manifest)))
+
+    seen_by_two = face_clips(videos, two.model)
+    encoded = []
+    original = FaVChatForConditionalGeneration.encode_stream
+
+    def record(self, stream, pixels):
+        encoded.append((stream, pixels.shape[0]))
+        return original(self, stream, pixels)
+
+    monkeypatch.setattr(FaVChatForConditionalGeneration, "encode_stream", record)
+    shared = train(_cfg(tmp_path, manifest, 3, "shared", init_from=str(two.final_dir), **kw), video_cache=videos)
+    faces_shared = sum(n for s, n in encoded if s == "face")
+    encoded.clear()
+    alone = train(_cfg(tmp_path, manifest, 3, "alone", init_from=str(two.final_dir), **kw), video_cache=apart)
+    faces_alone = sum(n for s, n in encoded if s == "face")
+    seen_by_three = face_clips(apart, alone.model)
+    assert seen_by_two and faces_alone == len(seen_by_three)
+    assert faces_shared == len(seen_by_three - seen_by_two) < faces_alone  # stage 2's clips not encoded again
+    assert face_clips(videos, shared.model) == seen_by_two | seen_by_three
+    a, b = _state(alone.model), _state(shared.model)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
 
 
 def test_the_tower_cache_is_refused_where_weights_are_sharded(tmp_path, manifest, monkeypatch):
@@ -276,3 +316,4 @@ def test_chat_streams_answers_and_encodes_the_video_once(stages, manifest, monke
     assert main(["chat", "--model", str(res.final_dir), "--video", str(video.with_name("missing.mp4")),
                  "--question", "hi"]) == 2
     assert "no such file" in capsys.readouterr().err
+

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from favchat.data.manifest import Clip, read_manifest
@@ -116,11 +117,6 @@ class _ClipDataset(Dataset, abc.ABC):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def text_lengths(self) -> list[int]:
-        """Each sample's question and answer length in characters (what ``data.group_by_length`` sorts by: the
-        prompt's other tokens are the same in every sample)."""
-        return [len(s.question) + len(s.answer or "") for s in self.samples]
 
     def __getitem__(self, idx: int) -> dict[str, Any] | Skipped:
         s = self.samples[idx]
@@ -217,14 +213,34 @@ class MemoizedLoader:
 class VideoCache:
     """Decoded clips kept across the runs of one process (``favchat demo``: the facial encoder's pretraining and
     stages 1-3). ``loader(processor)`` shares the frames of every earlier loader whose processor had the same
-    settings (frames, sizes, face detector), so each clip is decoded, and its face found, once."""
+    settings (frames, sizes, face detector), so each clip is decoded, and its face found, once.
+
+    It also keeps the states of a frozen tower per clip (``tower_states``, for the trainer's frozen-tower
+    cache), so that a stage whose frozen tower has the weights an earlier stage's had (the demo's facial
+    encoder in stages 1-3) reads them instead of computing them again. One tower's states per stream are
+    kept: a tower with other weights replaces the stream's earlier states."""
 
     def __init__(self) -> None:
         self._stores: dict[str, dict] = {}
+        self._towers: dict[str, tuple[str, dict]] = {}  # stream -> (the tower's key, states by clip id)
 
     def loader(self, processor) -> MemoizedLoader:
         key = json.dumps(processor.settings(), sort_keys=True)
         return MemoizedLoader(processor.load_video, self._stores.setdefault(key, {}))
+
+    def tower_states(self, stream: str, tower, processor, manifest: str) -> dict:
+        """The store of ``tower``'s states by clip id of ``manifest``: the one an earlier run filled if the tower's
+        weights and buffers, the processor's settings and the manifest are the same, else a new, empty one."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps([processor.settings(), str(manifest)], sort_keys=True).encode())
+        for name, t in tower.state_dict().items():
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        key = digest.hexdigest()
+        if self._towers.get(stream, ("",))[0] != key:
+            self._towers[stream] = (key, {})
+        return self._towers[stream][1]
 
 
 @dataclass

@@ -3,8 +3,8 @@ a resumable predictions JSONL.
 
 Everything that scores answers takes a ``Predictor`` — any callable ``(video, question) -> answer`` — so the
 metric, judge and report code runs (and is tested) without a model. ``ModelPredictor`` wraps a FaVChat
-checkpoint through the model package's public API; it also answers all the questions about one video in one
-batch (``answer_all``), which ``predict`` uses for the questions that come in a row about the same video.
+checkpoint through the model package's public API; it also answers a batch of questions about one or more
+videos at once (``answer_batch``), which ``predict`` uses when a predictor has it.
 
 Predictions are appended to a JSONL file as they are produced (one ``{"id", "question", "answer", ...}``
 line each, written crash-safe by ``ManifestWriter``); a rerun skips the ids already in the file.
@@ -64,7 +64,7 @@ class ModelPredictor:
         self.num_frames, self.max_new_tokens, self.device_name = num_frames, max_new_tokens, device
         self.model: Any = None
         self.processor: Any = None
-        self._video: tuple[VideoRef, Any] | None = None  # the last video asked about and its tower states
+        self._states: dict[VideoRef, Any] = {}  # the last batch's videos and their tower states
 
     def load(self) -> None:
         """Load the checkpoint; done on the first question, so a fully resumed run never loads the model."""
@@ -79,24 +79,31 @@ class ModelPredictor:
         self.processor = FaVChatProcessor.from_pretrained(self.path, **frames)
 
     def __call__(self, video: VideoRef, question: str) -> str:
-        return self.answer_all(video, [question])[0]
+        return self.answer_batch([(video, question)])[0]
 
-    def answer_all(self, video: VideoRef, questions: Sequence[str]) -> list[str]:
-        """Greedy answers to ``questions`` about one video, generated as one left-padded batch."""
+    def answer_batch(self, items: Sequence[tuple[VideoRef, str]]) -> list[str]:
+        """Greedy answers to (video, question) pairs, generated as one left-padded batch. The videos not in the
+        previous batch are encoded together, once each; their tower states are kept for the next batch (whose
+        first questions are often about this batch's last video)."""
         import torch
+
+        from favchat.model.modeling import VideoFeatures
 
         if self.model is None:
             self.load()
-        # The questions about one video come in a row: its tower states are kept for the next ones.
-        if self._video is None or self._video[0] != video:
-            frames = self.processor.load_video(video.path, frame_range=video.frame_range)
-            pixels = self.processor.video_processor([frames]).to(self.device)
+        videos = list(dict.fromkeys(v for v, _ in items))
+        new = [v for v in videos if v not in self._states]
+        states = {v: self._states[v] for v in videos if v in self._states}
+        if new:
+            frames = [self.processor.load_video(v.path, frame_range=v.frame_range) for v in new]
+            pixels = self.processor.video_processor(frames).to(self.device)
             with torch.inference_mode():
-                states = self.model.encode_video(pixels["general_pixel_values"], pixels.get("face_pixel_values"))
-            self._video = (video, states)
-        batch = self.processor(videos=None, questions=list(questions)).to(self.device)
+                encoded = self.model.encode_video(pixels["general_pixel_values"], pixels.get("face_pixel_values"))
+            states |= {v: encoded.row(i) for i, v in enumerate(new)}
+        self._states = states
+        batch = self.processor(videos=None, questions=[q for _, q in items]).to(self.device)
         with torch.inference_mode():
-            new_ids = self.model.generate(**batch, video_features=self._video[1].repeat_interleave(len(questions)),
+            new_ids = self.model.generate(**batch, video_features=VideoFeatures.cat([states[v] for v, _ in items]),
                                           max_new_tokens=self.max_new_tokens, do_sample=False)  # (n, L)
         return [a.strip() for a in self.processor.batch_decode(new_ids, skip_special_tokens=True)]
 
@@ -121,10 +128,11 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 def predict(predictor: Predictor, requests: Sequence[Request], path: str | os.PathLike,
-            desc: str = "predict", progress: bool = True, batch_size: int = 16) -> dict[str, dict[str, Any]]:
+            desc: str = "predict", progress: bool = True, batch_size: int = 32) -> dict[str, dict[str, Any]]:
     """Answer every request, appending to ``path`` as it goes; ids already in ``path`` are not asked again.
-    A predictor with ``answer_all(video, questions)`` gets up to ``batch_size`` questions in a row about one
-    video at once."""
+    A predictor with ``answer_batch([(video, question), ...])`` gets the requests ``batch_size`` at a time, in
+    order (questions about the same video come in a row in every evaluation here: its tower states are computed
+    once)."""
     from tqdm.auto import tqdm
 
     ids = [r.id for r in requests]
@@ -132,15 +140,17 @@ def predict(predictor: Predictor, requests: Sequence[Request], path: str | os.Pa
         raise ValueError("duplicate request ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    answer_all = getattr(predictor, "answer_all", None)
+    answer_batch = getattr(predictor, "answer_batch", None)
+    size = batch_size if answer_batch else 1
     with ManifestWriter(path) as w:
         todo = [r for r in requests if r.id not in w]
         if len(todo) < len(requests):
             log.info("%s: %d of %d answers resumed from %s", desc, len(requests) - len(todo), len(requests), path)
         with tqdm(total=len(todo), desc=desc, disable=not progress) as bar:
-            for run in _same_video_runs(todo, batch_size if answer_all else 1):
-                questions = [r.question for r in run]
-                answers = answer_all(run[0].video, questions) if answer_all else [predictor(run[0].video, questions[0])]
+            for start in range(0, len(todo), size):
+                run = todo[start:start + size]
+                answers = (answer_batch([(r.video, r.question) for r in run]) if answer_batch
+                           else [predictor(run[0].video, run[0].question)])
                 if len(answers) != len(run):
                     raise ValueError(f"the predictor gave {len(answers)} answers to {len(run)} questions")
                 for r, answer in zip(run, answers, strict=True):
@@ -150,14 +160,3 @@ def predict(predictor: Predictor, requests: Sequence[Request], path: str | os.Pa
                 bar.update(len(run))
     done = read_predictions(path)
     return {i: done[i] for i in ids}
-
-
-def _same_video_runs(requests: Sequence[Request], size: int) -> list[list[Request]]:
-    """The requests in order, cut into runs of at most ``size`` that ask about the same video."""
-    runs: list[list[Request]] = []
-    for r in requests:
-        if runs and len(runs[-1]) < size and runs[-1][0].video == r.video:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    return runs

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +71,19 @@ class VideoFeatures:
 
     def detach(self) -> VideoFeatures:
         return self._map(torch.Tensor.detach)
+
+    @staticmethod
+    def cat(features: Sequence[VideoFeatures]) -> VideoFeatures:
+        """Several batches' features as one batch, in order."""
+        def each(stream):
+            first = getattr(features[0], stream)
+            return None if first is None else {k: torch.cat([getattr(f, stream)[k] for f in features]) for k in first}
+
+        return VideoFeatures(each("general"), each("face"))
+
+    def row(self, i: int) -> VideoFeatures:
+        """The features of sample ``i`` alone (a batch of one)."""
+        return self._map(lambda t: t[i:i + 1])
 
     def repeat_interleave(self, n: int) -> VideoFeatures:
         """Each video n times in a row (e.g. one per sampled response of a GRPO group)."""

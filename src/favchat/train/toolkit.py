@@ -6,8 +6,7 @@ pretraining (``face_pretrain.py``), the RL trainer (``favchat.rl.trainer``) and 
   checkpoints in ``output_dir/checkpoints/checkpoint_<n>``, the oldest deleted past ``keep_checkpoints``), with
   its trackers (``metrics.csv`` always; TensorBoard when asked for and installed).
 - ``make_optimizer`` / ``make_scheduler``: AdamW and its learning-rate schedule from an ``OptimSection``.
-- ``epoch_batches``: a seeded order per epoch (optionally ``length_grouped``), so the data position (epoch,
-  batch) is enough to resume exactly;
+- ``epoch_batches``: a seeded order per epoch, so the data position (epoch, batch) is enough to resume exactly;
   ``decoded_batch``: the next batch with a sample left after the videos that did not decode.
 - ``save_checkpoint`` / ``latest_checkpoint`` / ``resume``: accelerate's state plus the loop's own, and back.
 - ``start_run`` / ``end_run`` / ``save_config``: once the inputs are checked, the trackers start and the fully
@@ -16,7 +15,7 @@ pretraining (``face_pretrain.py``), the RL trainer (``favchat.rl.trainer``) and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,38 +79,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimSection, num_pr
                          num_training_steps=optim.max_steps * num_processes)
 
 
-GROUP_WINDOW = 64  # batches whose samples are sorted by length together (lengths=)
-
-
-def length_grouped(order: list[int], lengths: Sequence[int], batch: int, generator: torch.Generator) -> list[int]:
-    """``order`` with samples of similar length in the same batch of ``batch``: each window of ``GROUP_WINDOW``
-    batches in the order is sorted by length and cut into batches, which are then shuffled within it. The same
-    samples in each window, far less padding; deterministic given ``generator``."""
-    out = []
-    for w in range(0, len(order), batch * GROUP_WINDOW):
-        window = sorted(order[w:w + batch * GROUP_WINDOW], key=lambda i: lengths[i], reverse=True)
-        chunks = [window[k:k + batch] for k in range(0, len(window), batch)]
-        out += [i for k in torch.randperm(len(chunks), generator=generator).tolist() for i in chunks[k]]
-    return out
-
-
 def epoch_batches(dataset: Any, batch_size: int, collate: Callable[[list], Any], seed: int, accelerator,
                   num_workers: int = 0, start_epoch: int = 0, skip_batches: int = 0,
-                  put_on_device: bool = False, lengths: Sequence[int] | None = None) -> Iterator[tuple[int, int, Any]]:
+                  put_on_device: bool = False) -> Iterator[tuple[int, int, Any]]:
     """(epoch, batch index in the epoch, batch) forever, this process's share of each batch. Every epoch draws
     its own order from ``seed`` and the epoch, so (epoch, batch index) is enough to resume exactly: the first
-    epoch starts at batch ``skip_batches``, cut from the order instead of decoded and thrown away. ``lengths``
-    (one per sample): the order is ``length_grouped``, each step's samples (on every process) of similar length."""
+    epoch starts at batch ``skip_batches``, cut from the order instead of decoded and thrown away."""
     from accelerate.data_loader import prepare_data_loader
 
     epoch = start_epoch
     while True:
         first = skip_batches if epoch == start_epoch else 0
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(dataset), generator=g).tolist()
-        if lengths is not None:
-            order = length_grouped(order, lengths, batch_size * accelerator.num_processes, g)
-        order = order[first * batch_size * accelerator.num_processes:]
+        order = torch.randperm(len(dataset), generator=g).tolist()[first * batch_size * accelerator.num_processes:]
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=False,
                                              num_workers=num_workers, collate_fn=collate)
         # The function, not ``accelerator.prepare_data_loader``: the accelerator would keep every epoch's loader.

@@ -92,8 +92,9 @@ class TrainResult:
 
 def train(cfg: TrainConfig, resume: bool = False, video_cache: VideoCache | None = None,
           hooks: StageHooks | None = None) -> TrainResult:
-    """One stage. ``video_cache``: decoded clips shared with earlier runs in this process (with
-    ``data.cache_videos``; else each run keeps its own). ``hooks``: a recipe's changes to the stage."""
+    """One stage. ``video_cache``: decoded clips, and the frozen towers' states (``cache_frozen_towers``), shared
+    with earlier runs in this process (with ``data.cache_videos``; else each run keeps its own). ``hooks``: a
+    recipe's changes to the stage."""
     with deterministic_kernels(cfg.deterministic):
         return _train(cfg, resume, video_cache, hooks or StageHooks())
 
@@ -164,7 +165,10 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
         return [*model.parameters(), *(hooks.module.parameters() if hooks.module is not None else ())]
     cache = None
     if use_cache:
-        cache = FrozenTowerCache(accelerator.unwrap_model(model))
+        shared = video_cache is not None and cfg.data.cache_videos  # with the decoded clips: the process's runs'
+        cache = FrozenTowerCache(accelerator.unwrap_model(model), (
+            lambda stream, tower: video_cache.tower_states(stream, tower, processor, cfg.data.train_manifest))
+            if shared else None)
         if main:
             log.info("frozen tower states cached per clip for streams %s", cache.streams or "none (all train)")
 
@@ -182,8 +186,7 @@ def _train(cfg: TrainConfig, resume: bool, video_cache: VideoCache | None, hooks
 
     model.train()
     batches = toolkit.epoch_batches(dataset, cfg.optim.batch_size, collate, cfg.seed, accelerator,
-                                    cfg.data.num_workers, epoch, batch_in_epoch,
-                                    lengths=dataset.text_lengths() if cfg.data.group_by_length else None)
+                                    cfg.data.num_workers, epoch, batch_in_epoch)
     window = _new_window()
     t0 = time.perf_counter()
     while step < cfg.optim.max_steps:
