@@ -66,7 +66,7 @@ def main() -> None:
     print(f"{args.batch} clips x {args.frames} frames at {size} px, {torch.get_num_threads()} threads")
     for what, run in (("training step", train_step), ("frozen forward", frozen)):
         best = {"padded": float("inf"), "folded": float("inf")}
-        for name, model in (("padded", padded), ("folded", folded)):
+        for model in (padded, folded):
             run(model)  # warm-up
         for _ in range(args.repeats):
             for name, model in (("padded", padded), ("folded", folded)):
