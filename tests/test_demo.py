@@ -158,7 +158,7 @@ def test_the_shipped_recipes_load():
 
     full, quick = load_recipe(), load_recipe(["--quick"])
     assert sorted(full.stages) == sorted(quick.stages) == [0, 1, 2, 3]
-    assert full.stages[2].optim.max_steps == 420 and quick.stages[2].optim.max_steps == 12
+    assert full.stages[2].optim.max_steps == 700 and quick.stages[2].optim.max_steps == 12
     assert "num_query_tokens" not in quick.stages[0].model.overrides  # --quick replaces the model, not merges
     smol = load_recipe(["--config", str(Path(__file__).parents[1] / "configs" / "demo_smollm2.yaml")])
     assert smol.face_pretrain.model.preset == "smollm2" and sorted(smol.stages) == [1, 2, 3]

@@ -3,7 +3,9 @@
 A frozen tower is in eval mode (``VisionTower.train``) and maps a clip's frames (sampled the same way
 every time) to the same states, so every later sample of that clip (its other QA pairs, the next epoch)
 reuses them and only the towers that train run at each step. Training is the same with or without the
-cache (``tests/test_train_stages.py`` checks equal weights); what changes is the time per step.
+cache (``tests/test_train_stages.py`` checks equal weights); what changes is the time per step. Given the
+stores of ``VideoCache.tower_states``, the states outlive the stage: a later stage of the same process whose
+frozen tower has the same weights (the demo's facial encoder in stages 1-3) reads them.
 
     cache = FrozenTowerCache(model)              # after the stage's freezing (the unwrapped model)
     feats = cache.lookup(batch["clip_ids"], inputs)  # pops the cached streams' pixel values
