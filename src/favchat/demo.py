@@ -1,6 +1,6 @@
 """``favchat demo``: the whole system, end to end, on a laptop CPU.
 
-    favchat demo            # ~23 min on 2 CPU cores
+    favchat demo            # ~21 min on 2 CPU cores
     favchat demo --quick    # under 3 min: the same steps at smoke-test scale (what CI runs)
 
 1. Generate FaceSynth clips (procedural facial videos with exact labels; held-out identities in test).
@@ -177,7 +177,7 @@ def load_recipe(args: Sequence[str] = (), command: Callable[..., int] | None = N
 def demo(config: DemoConfig) -> int:
     """Generate FaceSynth, train the facial encoder and stages 0-3, evaluate on held-out videos, write a report.
 
-    The whole system end to end on a CPU, about 23 minutes on 2 cores (--quick: under 3). The recipe's
+    The whole system end to end on a CPU, about 21 minutes on 2 cores (--quick: under 3). The recipe's
     defaults are favchat/configs/demo.yaml; --config FILE reads another recipe, and any option overrides it
     (--stages.2.optim.max_steps 600 --eval.split val: tune on val, report test).
     """
