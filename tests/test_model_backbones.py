@@ -4,6 +4,8 @@ device (per-component parameter counts printed). Run: python -m pytest -q -s tes
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -98,6 +100,31 @@ def test_an_efficientnet_tower_builds_only_the_stages_it_reads():
     model.train()(**proc([frames(size=64)], QUESTIONS[:1], ["Yes."])).loss.backward()
     # every tower parameter is reached by the loss (what DDP requires)
     assert all(p.grad is not None for p in tower.parameters())
+
+
+def test_the_efficientnet_padding_folded_into_its_convolutions_gives_the_packages_outputs_and_gradients():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from favchat.model.vision import fold_same_padding
+
+    torch.manual_seed(0)
+    package = EfficientNet.from_name("efficientnet-lite0", image_size=64)
+    folded = copy.deepcopy(package)
+    assert fold_same_padding(folded) == 12  # the stride-1 depthwise convolutions; stride 2 pads unevenly
+    x = torch.randn(4, 64, 64, 3).permute(0, 3, 1, 2)  # channels-last frames, as the processor gives
+
+    def run(model):
+        model.zero_grad()
+        y = model._swish(model._bn0(model._conv_stem(x)))
+        for block in model._blocks:
+            y = block(y)
+        (y ** 2).mean().backward()
+        return y.detach(), [p.grad for p in model.parameters()]
+
+    (y1, g1), (y2, g2) = run(package.train()), run(folded.train())
+    torch.testing.assert_close(y2, y1, atol=1e-6, rtol=0)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name,llm_range", [("paper", (7.0e9, 8.0e9)), ("qwen3-8b", (7.8e9, 8.6e9))])

@@ -195,8 +195,8 @@ def _tokens(h: torch.Tensor) -> torch.Tensor:
 def fold_same_padding(model: nn.Module) -> int:
     """The convolutions of ``efficientnet_lite_pytorch`` pad their input with a separate ``ZeroPad2d`` (TF's
     "SAME"); where that padding is the same on both sides (every stride-1 convolution) it becomes the
-    convolution's own: the same outputs, without a padded copy of every feature map (a tenth of the tower's
-    training step on CPU: ``benchmarks/bench_face_tower.py``). Returns how many were folded."""
+    convolution's own: the same outputs, without a padded copy of every feature map (a tenth to a fifth of the
+    tower's training step on CPU: ``benchmarks/bench_face_tower.py``). Returns how many were folded."""
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
     folded = 0
